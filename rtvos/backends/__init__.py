@@ -1,0 +1,91 @@
+"""Backends run the per-frame network step; the Segmenter keeps stream state and mask propagation.
+
+A backend exposes `embed(x)` (anchor frames, the uncached path) and `step(x, prev_embedding) -> (emb, flow)`
+(one compiled unit per frame in the compiled backends). Eager is the reference every other backend must match.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from ..models.rpmnet import RPMNet
+
+__all__ = ["Backend", "EagerBackend", "register_backend", "create_backend", "list_backends", "backend_status"]
+
+
+class Backend:
+    name = "base"
+    fused = False  # True when step() runs embed + match as one unit (then they cannot be timed apart)
+
+    def __init__(self, model: RPMNet, size: tuple[int, int], device: torch.device, precision: str = "fp32") -> None:
+        if precision not in ("fp32", "fp16"):
+            raise ValueError(f"precision must be 'fp32' or 'fp16', got {precision!r}")
+        self.model, self.size, self.device, self.precision = model, size, device, precision
+
+    def embed(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def match(self, e_ref: Tensor, e_tar: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def step(self, x: Tensor, prev_embedding: Tensor) -> tuple[Tensor, Tensor]:
+        emb = self.embed(x)
+        return emb, self.match(prev_embedding, emb)
+
+
+class EagerBackend(Backend):
+    name = "eager"
+
+    def __init__(self, model: RPMNet, size: tuple[int, int], device: torch.device, precision: str = "fp32") -> None:
+        super().__init__(model, size, device, precision)
+        if precision == "fp16" and device.type == "cpu":
+            raise ValueError("precision fp16 needs a CUDA device for the eager backend (CPU fp16 convs are slow)")
+        self.dtype = torch.float16 if precision == "fp16" else torch.float32
+
+    def embed(self, x: Tensor) -> Tensor:
+        if self.dtype == torch.float32:
+            return self.model.embed(x)
+        with torch.autocast(self.device.type, dtype=self.dtype):
+            return self.model.embed(x).float()
+
+    def match(self, e_ref: Tensor, e_tar: Tensor) -> Tensor:
+        if self.dtype == torch.float32:
+            return self.model.match(e_ref, e_tar)
+        with torch.autocast(self.device.type, dtype=self.dtype):
+            return self.model.match(e_ref, e_tar).float()
+
+
+_BACKENDS: dict[str, Callable[..., Backend]] = {"eager": EagerBackend}
+_PROBES: dict[str, Callable[[], str | None]] = {"eager": lambda: None}
+
+
+def register_backend(name: str, factory: Callable[..., Backend], probe: Callable[[], str | None]) -> None:
+    """`probe()` returns None when the backend can run here, else the reason it cannot."""
+    _BACKENDS[name] = factory
+    _PROBES[name] = probe
+
+
+def list_backends() -> list[str]:
+    return list(_BACKENDS)
+
+
+def backend_status() -> dict[str, str]:
+    out = {}
+    for name, probe in _PROBES.items():
+        reason = probe()
+        out[name] = "available" if reason is None else f"unavailable: {reason}"
+    return out
+
+
+def create_backend(
+    name: str, model: RPMNet, size: tuple[int, int], device: torch.device, precision: str = "fp32"
+) -> Backend:
+    if name not in _BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; expected one of {list_backends()}")
+    reason = _PROBES[name]()
+    if reason is not None:
+        raise RuntimeError(f"backend {name!r} is not available here: {reason}")
+    return _BACKENDS[name](model, size, device, precision)

@@ -1,0 +1,31 @@
+"""Input/output: frame sources, MP4 writing, DAVIS masks and overlays."""
+
+from .masks import DAVIS_PALETTE, davis_palette, read_mask, write_mask
+from .overlay import object_boundaries, overlay
+from .video import (
+    IMAGE_EXTENSIONS,
+    Frame,
+    FrameSource,
+    ImageFolderSource,
+    InputError,
+    VideoFileSource,
+    VideoWriter,
+    open_source,
+)
+
+__all__ = [
+    "DAVIS_PALETTE",
+    "IMAGE_EXTENSIONS",
+    "Frame",
+    "FrameSource",
+    "ImageFolderSource",
+    "InputError",
+    "VideoFileSource",
+    "VideoWriter",
+    "davis_palette",
+    "object_boundaries",
+    "open_source",
+    "overlay",
+    "read_mask",
+    "write_mask",
+]

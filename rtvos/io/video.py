@@ -1,0 +1,408 @@
+"""Frame sources (video files, image folders) and an H.264 MP4 writer.
+
+Every bad-input problem surfaces as :class:`InputError` with a one-line
+message naming the offending path/value, so the CLI can print ``str(err)``
+and exit non-zero instead of dumping a traceback from FFmpeg or PIL.
+
+The source API is deliberately small (iterate :class:`Frame` objects, read
+``fps``/``size``/``num_frames``/``name``, ``close()``) so that live sources
+(webcams, RTSP) can be added later as further :class:`FrameSource`
+subclasses behind :func:`open_source` without touching callers.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import av
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "Frame",
+    "FrameSource",
+    "ImageFolderSource",
+    "InputError",
+    "VideoFileSource",
+    "VideoWriter",
+    "open_source",
+]
+
+#: Extensions (lower case) recognised as frames when a folder is opened.
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+
+#: Frame rate reported for image folders when the caller gives none.
+DEFAULT_FOLDER_FPS: float = 24.0
+
+
+class InputError(ValueError):
+    """A user-supplied input (path, file contents, shape, value) is unusable.
+
+    Subclasses ValueError so generic callers still catch it; the message is
+    always a single line so it can be shown to users verbatim.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(str(message).split()))
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame; ``image`` is H×W×3 uint8 RGB, C-contiguous."""
+
+    index: int
+    image: np.ndarray
+    pts_s: float | None = None
+
+
+class FrameSource:
+    """Iterable of :class:`Frame` with stream metadata known after opening.
+
+    ``num_frames`` is None when the container does not say (and will stay
+    None for live sources); ``size`` is (H, W).
+    """
+
+    fps: float
+    size: tuple[int, int]
+    num_frames: int | None
+    name: str
+
+    def __iter__(self) -> Iterator[Frame]:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        if self.num_frames is None:
+            raise TypeError(f"{self.name}: number of frames is unknown")
+        return self.num_frames
+
+    def close(self) -> None:
+        """Release decoder resources; safe to call more than once."""
+
+    def __enter__(self) -> FrameSource:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(name={self.name!r}, size={self.size}, "
+            f"fps={self.fps:g}, num_frames={self.num_frames})"
+        )
+
+
+def _natural_key(name: str) -> list[Any]:
+    # "frame2" sorts before "frame10"; zero-padded names (DAVIS) sort as plain text.
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def _check_fps(fps: float, what: str) -> float:
+    try:
+        value = float(fps)
+    except (TypeError, ValueError):
+        raise InputError(f"invalid frame rate for {what}: {fps!r}") from None
+    if not np.isfinite(value) or value <= 0:
+        raise InputError(f"invalid frame rate for {what}: {fps!r} (must be > 0)")
+    return value
+
+
+class ImageFolderSource(FrameSource):
+    """Frames stored as individual images (DAVIS ``JPEGImages/<seq>/`` layout)."""
+
+    def __init__(self, folder: str | os.PathLike[str], fps: float | None = None) -> None:
+        self.path = Path(folder)
+        self.name = self.path.name or str(self.path)
+        self.fps = DEFAULT_FOLDER_FPS if fps is None else _check_fps(fps, str(self.path))
+        try:
+            entries = [p for p in self.path.iterdir() if p.is_file()]
+        except OSError as err:
+            raise InputError(f"cannot list folder {self.path}: {err.strerror or err}") from None
+        self.files: list[Path] = sorted(
+            (p for p in entries if p.suffix.lower() in IMAGE_EXTENSIONS),
+            key=lambda p: _natural_key(p.name),
+        )
+        if not self.files:
+            exts = "/".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
+            raise InputError(f"no images ({exts}) in folder: {self.path}")
+        self.num_frames = len(self.files)
+        # Header-only read: opening a 10k-frame folder must not decode every image.
+        first = self.files[0]
+        try:
+            with Image.open(first) as im:
+                width, height = im.size
+        except (OSError, UnidentifiedImageError):
+            raise InputError(f"cannot read image: {first}") from None
+        self.size = (int(height), int(width))
+
+    def _read(self, path: Path) -> np.ndarray:
+        try:
+            data = np.fromfile(path, dtype=np.uint8)  # unicode-safe, unlike cv2.imread
+        except OSError as err:
+            raise InputError(f"cannot read image: {path} ({err.strerror or err})") from None
+        # Ignore EXIF orientation so frames line up with masks read through PIL.
+        flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+        bgr = cv2.imdecode(data, flags) if data.size else None
+        if bgr is None:
+            raise InputError(f"cannot decode image: {path}")
+        if bgr.shape[:2] != self.size:
+            h, w = bgr.shape[:2]
+            raise InputError(
+                f"frame size {h}x{w} of {path} differs from {self.size[0]}x{self.size[1]} "
+                f"of {self.files[0].name} (all frames must have the same size)"
+            )
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+    def __iter__(self) -> Iterator[Frame]:
+        for index, path in enumerate(self.files):
+            yield Frame(index=index, image=self._read(path), pts_s=index / self.fps)
+
+
+class VideoFileSource(FrameSource):
+    """A video file decoded with PyAV (FFmpeg), first video stream only.
+
+    Truncation is detected honestly: FFmpeg's demuxer usually ends a
+    chopped file silently, so besides decoder errors we treat a packet
+    flagged corrupt (short read) or fewer packets than the container's
+    frame count as damage. Frames decoded before that point are yielded,
+    then :class:`InputError` names the file and the failing frame index.
+    Files whose container does not store a frame count can only be checked
+    for corrupt packets and decoder errors.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], fps: float | None = None) -> None:
+        self.path = Path(path)
+        self.name = self.path.stem
+        self._container: Any = None
+        self._consumed = False
+        self._open()
+        stream = self._container.streams.video[0]
+        if fps is not None:
+            self.fps = _check_fps(fps, str(self.path))
+        else:
+            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+            self.fps = float(rate) if rate else DEFAULT_FOLDER_FPS
+        self.num_frames = int(stream.frames) if stream.frames and stream.frames > 0 else None
+        cc = stream.codec_context
+        self.size = (int(cc.height), int(cc.width))
+        if self.size[0] <= 0 or self.size[1] <= 0:
+            self.close()
+            raise InputError(f"video has no frame size (not a playable video?): {self.path}")
+
+    def _open(self) -> None:
+        try:
+            container = av.open(str(self.path), mode="r")
+        except (av.error.FFmpegError, OSError, UnicodeDecodeError):
+            raise InputError(f"cannot open as video (unsupported or corrupt file): {self.path}") from None
+        if not container.streams.video:
+            container.close()
+            raise InputError(f"no video stream in file: {self.path}")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        self._container = container
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+    def _to_frame(self, index: int, vf: Any) -> Frame:
+        image = np.ascontiguousarray(vf.to_ndarray(format="rgb24"))
+        if image.shape[:2] != self.size:
+            h, w = image.shape[:2]
+            raise InputError(
+                f"{self.path}: frame {index} is {h}x{w} but the stream started at "
+                f"{self.size[0]}x{self.size[1]} (resolution changes are not supported)"
+            )
+        pts_s = float(vf.time) if vf.time is not None else None
+        return Frame(index=index, image=image, pts_s=pts_s)
+
+    def __iter__(self) -> Iterator[Frame]:
+        # A second pass re-opens the file: seeking to 0 is not exact for all codecs.
+        if self._consumed or self._container is None:
+            self.close()
+            self._open()
+        self._consumed = True
+        container = self._container
+        stream = container.streams.video[0]
+        index = 0
+        packets = 0
+        damage: str | None = None
+        try:
+            for packet in container.demux(stream):
+                if packet.is_corrupt:
+                    # Short read at EOF: feeding it would yield a half-grey frame.
+                    damage = "truncated or corrupt data"
+                    break
+                if packet.size:
+                    packets += 1
+                for vf in packet.decode():
+                    yield self._to_frame(index, vf)
+                    index += 1
+            if damage is not None:
+                for vf in stream.decode(None):  # drain frames already buffered
+                    yield self._to_frame(index, vf)
+                    index += 1
+        except av.error.FFmpegError as err:
+            damage = f"decoding error ({type(err).__name__})"
+        if damage is None and self.num_frames is not None and packets < self.num_frames:
+            damage = "file ends early"
+        if damage is not None:
+            expected = f" of {self.num_frames} expected" if self.num_frames else ""
+            raise InputError(
+                f"{self.path}: video is truncated or corrupt: {damage} at frame {index} "
+                f"({index}{expected} frames decoded)"
+            )
+
+
+def _is_url(source: str) -> bool:
+    return re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", source) is not None
+
+
+def open_source(source: str | os.PathLike[str], *, fps: float | None = None) -> FrameSource:
+    """Open a video file or a folder of frames for streaming decode.
+
+    ``fps`` sets the rate of an image folder (default 24) and overrides the
+    rate reported for a video file (timestamps still come from the file).
+    """
+    text = os.fspath(source)
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    if _is_url(text):
+        raise InputError(f"stream URLs are not supported yet: {text}")
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise InputError(f"no such file or folder: {text}")
+    if path.is_dir():
+        return ImageFolderSource(path, fps=fps)
+    return VideoFileSource(path, fps=fps)
+
+
+class VideoWriter:
+    """Write RGB frames to an H.264 MP4 (PyAV / libx264).
+
+    yuv420p needs even dimensions, so odd-sized frames are padded by one
+    row/column replicating the bottom/right edge; the file is then
+    ``even(H) x even(W)``. ``moov`` is written up front (faststart) so the
+    file plays while streaming and stays readable up to a truncation point.
+    ``preset`` defaults to "veryfast" so encoding does not bottleneck a
+    real-time pipeline.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        fps: float | Fraction,
+        size: tuple[int, int] | None = None,
+        codec: str = "libx264",
+        crf: int = 23,
+        pix_fmt: str = "yuv420p",
+        preset: str | None = "veryfast",
+    ) -> None:
+        self.path = Path(path)
+        rate = fps if isinstance(fps, Fraction) else Fraction(_check_fps(fps, str(self.path)))
+        if rate <= 0:
+            raise InputError(f"invalid frame rate for {self.path}: {fps!r} (must be > 0)")
+        # 29.97 -> 2997/100, 30000/1001 (as a float) -> 30000/1001.
+        self.rate: Fraction = rate.limit_denominator(1001)
+        self.codec = codec
+        self.crf = int(crf)
+        self.pix_fmt = pix_fmt
+        self.preset = preset
+        self.size: tuple[int, int] | None = None
+        self.frames_written = 0
+        self._closed = False
+        self._container: Any = None
+        self._stream: Any = None
+        self._pad: tuple[int, int] = (0, 0)
+        if size is not None:
+            self._start(size)
+
+    @property
+    def fps(self) -> float:
+        return float(self.rate)
+
+    def _start(self, size: Sequence[int]) -> None:
+        h, w = (int(v) for v in size)
+        if h <= 0 or w <= 0:
+            raise InputError(f"invalid video size {h}x{w} for {self.path}")
+        self.size = (h, w)
+        self._pad = (h % 2, w % 2)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            container = av.open(str(self.path), mode="w", options={"movflags": "+faststart"})
+        except (av.error.FFmpegError, OSError) as err:
+            raise InputError(f"cannot create video file {self.path}: {err}") from None
+        try:
+            stream = container.add_stream(self.codec, rate=self.rate)
+            stream.width = w + self._pad[1]
+            stream.height = h + self._pad[0]
+            stream.pix_fmt = self.pix_fmt
+            options = {"crf": str(self.crf)}
+            if self.preset:
+                options["preset"] = self.preset
+            stream.options = options
+        except Exception:
+            container.close()
+            raise
+        self._container, self._stream = container, stream
+
+    def write(self, rgb: np.ndarray) -> None:
+        """Append one H×W×3 uint8 RGB frame (size fixed by the first frame)."""
+        if self._closed:
+            raise ValueError(f"VideoWriter for {self.path} is closed")
+        if self.size is None:
+            if not (isinstance(rgb, np.ndarray) and rgb.ndim == 3):
+                raise ValueError(f"expected an HxWx3 uint8 RGB array, got {getattr(rgb, 'shape', type(rgb))}")
+            self._start(rgb.shape[:2])
+        assert self.size is not None
+        if (
+            not isinstance(rgb, np.ndarray)
+            or rgb.dtype != np.uint8
+            or rgb.shape != (self.size[0], self.size[1], 3)
+        ):
+            got = f"{getattr(rgb, 'shape', type(rgb))} {getattr(rgb, 'dtype', '')}".strip()
+            raise ValueError(f"expected a {self.size[0]}x{self.size[1]}x3 uint8 RGB frame, got {got}")
+        if self._pad != (0, 0):
+            rgb = np.pad(rgb, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Flush the encoder and finalise the MP4; safe to call twice."""
+        self._closed = True
+        if self._container is None:
+            return
+        container, stream = self._container, self._stream
+        self._container = self._stream = None
+        try:
+            for packet in stream.encode(None):
+                container.mux(packet)
+        finally:
+            container.close()
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

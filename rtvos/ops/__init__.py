@@ -1,0 +1,5 @@
+"""Custom operators of rtvos; importing this package registers them with torch.library."""
+
+from .deform_conv import DeformConv2d, deform_conv2d, deform_conv2d_reference
+
+__all__ = ["DeformConv2d", "deform_conv2d", "deform_conv2d_reference"]

@@ -1,0 +1,143 @@
+import numpy as np
+import pytest
+import torch
+
+from rtvos import Segmenter, create_model
+from rtvos.data.synthetic import make_synthetic_clip
+from rtvos.io import read_mask
+from rtvos.models import resize_flow, warp
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return create_model("rpmnet_r18").eval()
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return make_synthetic_clip(num_frames=6, height=96, width=120, num_objects=2, seed=3)
+
+
+class CountingModel(torch.nn.Module):
+    """Wraps a model to count embed calls."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.embeds = inner, 0
+        self.config, self.meta = inner.config, inner.meta
+
+    def embed(self, x):
+        self.embeds += 1
+        return self.inner.embed(x)
+
+    def match(self, a, b):
+        return self.inner.match(a, b)
+
+
+def run(seg, clip, first=None):
+    out = [seg.step(clip.frames[0], clip.masks[0] if first is None else first)]
+    out += [seg.step(f) for f in clip.frames[1:]]
+    return out
+
+
+def test_cached_equals_uncached_and_embeds_once_per_frame(model, clip):
+    counted = CountingModel(model)
+    cached = run(Segmenter(counted, size=64), clip)
+    assert counted.embeds == len(clip.frames)
+    counted.embeds = 0
+    uncached = run(Segmenter(counted, size=64, cache_embeddings=False), clip)
+    assert counted.embeds == 2 * len(clip.frames) - 1
+    for a, b in zip(cached, uncached):
+        assert np.array_equal(a.mask, b.mask)
+
+
+def test_step_result_fields(model, clip):
+    seg = Segmenter(model, size=64)
+    r0 = seg.step(clip.frames[0], clip.masks[0])
+    assert r0.anchored and r0.frame_index == 0 and r0.flow is None
+    assert np.array_equal(r0.mask, clip.masks[0]) and r0.mask is not clip.masks[0]
+    r1 = seg.step(clip.frames[1])
+    assert r1.frame_index == 1 and not r1.anchored
+    assert r1.mask.shape == clip.frames[1].shape[:2] and r1.mask.dtype == np.uint8
+    assert r1.flow.shape == (1, 2, 16, 16)
+    assert {"preprocess", "embed", "match", "propagate", "postprocess"} <= set(r1.timings_ms)
+
+
+def test_propagation_is_the_warped_argmax(model, clip):
+    """The returned mask equals argmax of the one-hot previous mask warped by f4 upsampled to the frame."""
+    seg = Segmenter(model, size=64)
+    seg.step(clip.frames[0], clip.masks[0])
+    r = seg.step(clip.frames[1])
+    ids = np.array(r.object_ids)
+    lut = np.zeros(256, np.int64)
+    lut[ids] = np.arange(len(ids))
+    onehot = torch.nn.functional.one_hot(torch.from_numpy(lut[clip.masks[0]]), len(ids)).permute(2, 0, 1)[None].float()
+    expected = ids[warp(onehot, resize_flow(r.flow, clip.masks[0].shape))[0].argmax(0).numpy()]
+    assert np.array_equal(r.mask, expected)
+
+
+def test_multi_object_noncontiguous_ids(model):
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 255, (70, 90, 3), dtype=np.uint8)
+    mask = np.zeros((70, 90), np.uint8)
+    mask[5:30, 5:40], mask[40:65, 10:50], mask[10:60, 60:85] = 3, 17, 200
+    seg = Segmenter(model, size=64)
+    assert seg.step(frame, mask).object_ids == (0, 3, 17, 200)
+    r = seg.step(frame)
+    assert set(np.unique(r.mask)) <= {0, 3, 17, 200}
+    # Same frame twice with a near-zero initial flow: the mask survives almost unchanged.
+    assert (r.mask == mask).mean() > 0.97
+
+
+def test_model_resolution_mode_and_reanchor(model, clip):
+    seg = Segmenter(model, size=64, mask_resolution="model")
+    seg.step(clip.frames[0], clip.masks[0])
+    r = seg.step(clip.frames[1])
+    assert r.mask.shape == clip.masks[0].shape
+    re = seg.step(clip.frames[2], clip.masks[2])
+    assert re.anchored and np.array_equal(re.mask, clip.masks[2]) and re.frame_index == 2
+
+
+def test_errors(model, clip):
+    seg = Segmenter(model, size=64)
+    f = clip.frames[0]
+    with pytest.raises(RuntimeError, match="no mask yet"):
+        seg.step(f)
+    with pytest.raises(ValueError, match="does not match frame shape"):
+        seg.step(f, np.zeros((10, 10), np.uint8))
+    with pytest.raises(ValueError, match="must be uint8"):
+        seg.step(f.astype(np.float32), clip.masks[0])
+    with pytest.raises(ValueError, match="H×W×3 RGB"):
+        seg.step(f[..., :1], clip.masks[0])
+    with pytest.raises(ValueError, match="mask must be uint8"):
+        seg.step(f, clip.masks[0].astype(np.int32))
+    with pytest.raises(TypeError, match="numpy array"):
+        seg.step(torch.zeros(4, 4, 3), clip.masks[0])
+    seg.step(f, clip.masks[0])
+    with pytest.raises(ValueError, match="frame size changed"):
+        seg.step(np.zeros((40, 40, 3), np.uint8))
+    seg.reset()
+    with pytest.raises(RuntimeError, match="no mask yet"):
+        seg.step(f)
+    with pytest.raises(ValueError, match="multiple of 64"):
+        Segmenter(model, size=100)
+    with pytest.raises(ValueError, match="unknown backend"):
+        Segmenter(model, size=64, backend="nope")
+
+
+def test_memory_flat_state(model, clip):
+    """Nothing in the state grows with the frame count: only frame t−1 is kept."""
+    seg = Segmenter(model, size=64)
+    run(seg, clip)
+    st = seg.state
+    assert st.prev_input is None and st.prev_embedding.shape == (1, 32, 16, 16)
+    assert st.labels.shape == clip.masks[0].shape
+
+
+def test_shipped_sample_mask_reads():
+    from apps.segment import sample_paths
+
+    video, mask = sample_paths()
+    ids, palette = read_mask(mask)
+    assert video.stat().st_size < 5_000_000 and ids.shape == (480, 640) and set(np.unique(ids)) == {0, 1}
