@@ -126,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     model_ms: list[float] = []
     failure: BaseException | None = None
-    bar = tqdm(total=src.num_frames, unit="frame", disable=args.quiet, file=sys.stderr)
+    # disable=None: tqdm turns itself off when stderr is not a terminal (CI logs, pipes).
+    bar = tqdm(total=src.num_frames, unit="frame", disable=True if args.quiet else None, file=sys.stderr)
     try:
         with src:
             for frame in src:

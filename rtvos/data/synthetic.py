@@ -96,12 +96,24 @@ def _object_coords(
 
 
 def _smooth_noise(
-    rng: np.random.Generator, height: int, width: int, cell: float, mean: np.ndarray, amplitude: float
+    rng: np.random.Generator,
+    height: int,
+    width: int,
+    cell: float,
+    mean: np.ndarray,
+    amplitude: float,
+    chroma: float = 1.0,
 ) -> np.ndarray:
-    """Band-limited colour noise: random grid upsampled bicubically."""
+    """Band-limited colour noise: random grid upsampled bicubically.
+
+    ``chroma`` < 1 mixes in a shared luminance component so the texture is
+    less colourful (a muted background makes objects stand out).
+    """
     gh = max(2, int(math.ceil(height / cell)) + 2)
     gw = max(2, int(math.ceil(width / cell)) + 2)
     grid = rng.standard_normal((gh, gw, 3)).astype(np.float32)
+    lum = rng.standard_normal((gh, gw, 1)).astype(np.float32)
+    grid = chroma * grid + (1.0 - chroma) * lum
     tex = cv2.resize(grid, (width, height), interpolation=cv2.INTER_CUBIC)
     tex *= amplitude / max(float(tex.std()), 1e-6)
     return np.clip(tex + mean.astype(np.float32), 0, 255)
@@ -197,7 +209,9 @@ def make_synthetic_clip(
     # Background: larger than the frame so a drifting window never leaves it.
     margin = int(math.ceil(background_speed * num_frames)) + 2
     bg_mean = rng.uniform(70, 150, size=3)
-    background = _smooth_noise(rng, height + 2 * margin, width + 2 * margin, cell=14, mean=bg_mean, amplitude=30)
+    background = _smooth_noise(
+        rng, height + 2 * margin, width + 2 * margin, cell=14, mean=bg_mean, amplitude=30, chroma=0.35
+    )
     psi = rng.uniform(0, 2 * math.pi)
     bg_offsets = background_speed * t[:, None] * np.array([math.cos(psi), math.sin(psi)])[None, :]
 
@@ -213,17 +227,18 @@ def make_synthetic_clip(
         axes[k] = (a, b)
         theta0 = rng.uniform(0, math.pi)
         angles[:, k] = theta0 + math.radians(rotation_deg) * t
-        # Half-extent bound valid for any rotation keeps the whole object in frame.
-        ext = a if rotation_deg else None
+        # Half-extents of the rotated ellipse (a bounds them when it spins), so
+        # the whole object stays in frame and masks are never clipped.
         c, s = math.cos(theta0), math.sin(theta0)
-        ex = ext if ext is not None else math.hypot(a * c, b * s)
-        ey = ext if ext is not None else math.hypot(a * s, b * c)
+        ex = a if rotation_deg else math.hypot(a * c, b * s)
+        ey = a if rotation_deg else math.hypot(a * s, b * c)
         box = (ex + 1, width - 2 - ex, ey + 1, height - 2 - ey)
         centers[:, k] = _trajectory(rng, motion, t, speed, box)
         hue = rng.uniform(0, 1)
         base = 255 * np.array([_hue_channel(hue + off) for off in (0.0, 2 / 3, 1 / 3)])
         size = int(math.ceil(a)) * 2 + 5
-        textures.append(_smooth_noise(rng, size, size, cell=max(3.0, a / 4), mean=0.25 * bg_mean + 0.75 * base, amplitude=45))
+        mean = 0.25 * bg_mean + 0.75 * base
+        textures.append(_smooth_noise(rng, size, size, cell=max(3.0, a / 4), mean=mean, amplitude=45))
 
     ys = np.arange(height)[:, None]
     xs = np.arange(width)[None, :]
@@ -243,7 +258,15 @@ def make_synthetic_clip(
         )
         mask = np.zeros((height, width), dtype=np.uint8)
         for k, obj_id in enumerate(obj_ids):
-            u, v = _object_coords(ys, xs, centers[f, k], angles[f, k])
+            # Only the object's bounding box is evaluated; membership uses the
+            # same float64 formula as ellipse_mask, so masks are exact.
+            cx, cy = centers[f, k]
+            r = axes[k, 0] + 1
+            x0, x1 = max(0, int(math.floor(cx - r))), min(width, int(math.ceil(cx + r)) + 1)
+            y0, y1 = max(0, int(math.floor(cy - r))), min(height, int(math.ceil(cy + r)) + 1)
+            if x0 >= x1 or y0 >= y1:
+                continue
+            u, v = _object_coords(ys[y0:y1], xs[:, x0:x1], centers[f, k], angles[f, k])
             inside = (u / axes[k, 0]) ** 2 + (v / axes[k, 1]) ** 2 <= 1.0
             tex = textures[k]
             half = (tex.shape[0] - 1) / 2
@@ -254,8 +277,8 @@ def make_synthetic_clip(
                 interpolation=cv2.INTER_LINEAR,
                 borderMode=cv2.BORDER_REFLECT,
             )
-            img[inside] = sampled[inside]
-            mask[inside] = obj_id
+            img[y0:y1, x0:x1][inside] = sampled[inside]
+            mask[y0:y1, x0:x1][inside] = obj_id
         if noise_std > 0:
             img = img + noise_rng.normal(0.0, noise_std, img.shape).astype(np.float32)
         frames.append(np.clip(np.rint(img), 0, 255).astype(np.uint8))

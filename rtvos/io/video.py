@@ -79,11 +79,6 @@ class FrameSource:
     def __iter__(self) -> Iterator[Frame]:
         raise NotImplementedError
 
-    def __len__(self) -> int:
-        if self.num_frames is None:
-            raise TypeError(f"{self.name}: number of frames is unknown")
-        return self.num_frames
-
     def close(self) -> None:
         """Release decoder resources; safe to call more than once."""
 
@@ -188,16 +183,18 @@ class VideoFileSource(FrameSource):
         self.name = self.path.stem
         self._container: Any = None
         self._consumed = False
+        if fps is not None:
+            fps = _check_fps(fps, str(self.path))  # before opening: nothing to leak
         self._open()
         stream = self._container.streams.video[0]
         if fps is not None:
-            self.fps = _check_fps(fps, str(self.path))
+            self.fps = fps
         else:
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
             self.fps = float(rate) if rate else DEFAULT_FOLDER_FPS
         self.num_frames = int(stream.frames) if stream.frames and stream.frames > 0 else None
-        cc = stream.codec_context
-        self.size = (int(cc.height), int(cc.width))
+        cc = stream.codec_context  # None when the codec parameters are missing
+        self.size = (int(cc.height), int(cc.width)) if cc is not None else (0, 0)
         if self.size[0] <= 0 or self.size[1] <= 0:
             self.close()
             raise InputError(f"video has no frame size (not a playable video?): {self.path}")
@@ -209,7 +206,7 @@ class VideoFileSource(FrameSource):
             raise InputError(f"cannot open as video (unsupported or corrupt file): {self.path}") from None
         if not container.streams.video:
             container.close()
-            raise InputError(f"no video stream in file: {self.path}")
+            raise InputError(f"no video stream in file (not a video or corrupt): {self.path}")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         self._container = container
@@ -219,7 +216,7 @@ class VideoFileSource(FrameSource):
             self._container.close()
             self._container = None
 
-    def _to_frame(self, index: int, vf: Any) -> Frame:
+    def _to_frame(self, index: int, vf: Any, time_base: Any) -> Frame:
         image = np.ascontiguousarray(vf.to_ndarray(format="rgb24"))
         if image.shape[:2] != self.size:
             h, w = image.shape[:2]
@@ -227,7 +224,8 @@ class VideoFileSource(FrameSource):
                 f"{self.path}: frame {index} is {h}x{w} but the stream started at "
                 f"{self.size[0]}x{self.size[1]} (resolution changes are not supported)"
             )
-        pts_s = float(vf.time) if vf.time is not None else None
+        # frame.time is NaN for frames drained at flush; derive it from pts instead.
+        pts_s = float(vf.pts * time_base) if vf.pts is not None and time_base else None
         return Frame(index=index, image=image, pts_s=pts_s)
 
     def __iter__(self) -> Iterator[Frame]:
@@ -238,33 +236,52 @@ class VideoFileSource(FrameSource):
         self._consumed = True
         container = self._container
         stream = container.streams.video[0]
+        time_base = stream.time_base
         index = 0
         packets = 0
+        last_fed_dts: int | None = None
+        first_lost_dts: int | None = None
         damage: str | None = None
         try:
             for packet in container.demux(stream):
+                if packet.size == 0:
+                    break  # PyAV's end-of-stream marker; we flush ourselves below
                 if packet.is_corrupt:
                     # Short read at EOF: feeding it would yield a half-grey frame.
                     damage = "truncated or corrupt data"
+                    first_lost_dts = packet.dts
                     break
-                if packet.size:
-                    packets += 1
+                packets += 1
+                last_fed_dts = packet.dts
                 for vf in packet.decode():
-                    yield self._to_frame(index, vf)
+                    yield self._to_frame(index, vf, time_base)
                     index += 1
-            if damage is not None:
-                for vf in stream.decode(None):  # drain frames already buffered
-                    yield self._to_frame(index, vf)
-                    index += 1
+            if damage is None and self.num_frames is not None and packets < self.num_frames:
+                damage = "file ends early"
+            # Draining after damage may return frames that come *after* a lost
+            # one in display order (mislabelled indices). A lost packet's pts is
+            # >= its dts > every fed dts, so frames with pts below that bound
+            # have no missing predecessor and are safe to yield.
+            if damage is None:
+                cutoff: int | None = None
+            elif first_lost_dts is not None:
+                cutoff = first_lost_dts
+            elif last_fed_dts is not None:
+                cutoff = last_fed_dts + 1
+            else:
+                cutoff = -(2**63)  # no timing info: yield nothing uncertain
+            for vf in stream.decode(None):
+                if cutoff is not None and (vf.pts is None or vf.pts >= cutoff):
+                    continue
+                yield self._to_frame(index, vf, time_base)
+                index += 1
         except av.error.FFmpegError as err:
             damage = f"decoding error ({type(err).__name__})"
-        if damage is None and self.num_frames is not None and packets < self.num_frames:
-            damage = "file ends early"
         if damage is not None:
             expected = f" of {self.num_frames} expected" if self.num_frames else ""
             raise InputError(
-                f"{self.path}: video is truncated or corrupt: {damage} at frame {index} "
-                f"({index}{expected} frames decoded)"
+                f"{self.path}: video is truncated or corrupt ({damage}); decoding stopped at "
+                f"frame {index} ({index}{expected} frames decoded)"
             )
 
 

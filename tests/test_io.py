@@ -1,0 +1,354 @@
+"""Tests for rtvos.io: frame sources, MP4 writing, DAVIS masks, overlays."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from rtvos.io import (
+    DAVIS_PALETTE,
+    Frame,
+    InputError,
+    VideoWriter,
+    object_boundaries,
+    open_source,
+    overlay,
+    read_mask,
+    write_mask,
+)
+
+H, W, T = 64, 96, 12
+
+
+def _frames(n: int = T, h: int = H, w: int = W, seed: int = 0) -> list[np.ndarray]:
+    """Smooth, moving content (compresses like real video, unlike white noise)."""
+    rng = np.random.default_rng(seed)
+    base = cv2.resize(rng.uniform(0, 255, (8, 8, 3)).astype(np.float32), (w + n * 2, h))
+    return [np.ascontiguousarray(base[:, 2 * i : 2 * i + w].astype(np.uint8)) for i in range(n)]
+
+
+def _count_frames(path: Path) -> tuple[int, tuple[int, int], Fraction]:
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        n = sum(1 for _ in c.decode(s))
+        return n, (s.codec_context.height, s.codec_context.width), s.average_rate
+
+
+@pytest.fixture(scope="module")
+def mp4(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[np.ndarray]]:
+    frames = _frames()
+    path = tmp_path_factory.mktemp("video") / "clip.mp4"
+    with VideoWriter(path, 24, size=(H, W)) as w:
+        for f in frames:
+            w.write(f)
+    return path, frames
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255.0**2 / max(mse, 1e-12)))
+
+
+# ----------------------------------------------------------------- video files
+
+
+def test_read_video_file(mp4: tuple[Path, list[np.ndarray]]) -> None:
+    path, ref = mp4
+    with open_source(path) as src:
+        assert src.size == (H, W)
+        assert src.fps == pytest.approx(24.0)
+        assert src.num_frames == T
+        assert src.name == "clip"
+        frames = list(src)
+    assert [f.index for f in frames] == list(range(T))
+    for f, r in zip(frames, ref):
+        assert isinstance(f, Frame)
+        assert f.image.shape == (H, W, 3) and f.image.dtype == np.uint8
+        assert f.image.flags.c_contiguous
+        assert _psnr(f.image, r) > 30  # lossy H.264, but the same picture
+    pts = [f.pts_s for f in frames]
+    assert pts[0] == pytest.approx(0.0) and all(b > a for a, b in zip(pts, pts[1:]))
+    assert pts[-1] == pytest.approx((T - 1) / 24)
+
+
+def test_video_source_can_be_iterated_twice(mp4: tuple[Path, list[np.ndarray]]) -> None:
+    src = open_source(str(mp4[0]), fps=10)
+    assert src.fps == 10
+    first = [f.image for f in src]
+    second = [f.image for f in src]
+    src.close()
+    assert len(first) == len(second) == T
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+
+
+def test_writer_odd_size_fractional_fps_and_lazy_size(tmp_path: Path) -> None:
+    frames = _frames(n=5, h=33, w=47)
+    path = tmp_path / "sub" / "odd.mp4"
+    with VideoWriter(path, 30000 / 1001) as w:  # size taken from the first frame
+        for f in frames:
+            w.write(f)
+        assert w.rate == Fraction(30000, 1001)
+        with pytest.raises(ValueError):
+            w.write(np.zeros((10, 10, 3), np.uint8))
+    n, size, rate = _count_frames(path)
+    assert n == 5 and size == (34, 48)  # padded to even by edge replication
+    assert float(rate) == pytest.approx(29.97, abs=1e-2)
+    with open_source(path) as src:
+        img = next(iter(src)).image
+    assert _psnr(img[:33, :47], frames[0]) > 23  # tiny + saturated: chroma subsampling bites
+    with pytest.raises(ValueError):
+        w.write(frames[0])  # closed
+
+
+# --------------------------------------------------------------- image folders
+
+
+def test_read_frame_folder_png_exact_and_sorted(tmp_path: Path) -> None:
+    frames = _frames(n=11)
+    for i, f in enumerate(frames):  # unpadded names: natural sort must order 2 < 10
+        Image.fromarray(f).save(tmp_path / f"f{i}.png")
+    (tmp_path / "notes.txt").write_text("ignored")
+    with open_source(tmp_path, fps=12.5) as src:
+        assert src.size == (H, W) and src.num_frames == 11 and src.fps == 12.5
+        got = list(src)
+    assert len(got) == 11
+    for i, f in enumerate(got):
+        assert f.index == i and f.pts_s == pytest.approx(i / 12.5)
+        assert f.image.dtype == np.uint8 and f.image.flags.c_contiguous
+        np.testing.assert_array_equal(f.image, frames[i])  # RGB order, lossless
+
+
+def test_read_frame_folder_jpg(tmp_path: Path) -> None:
+    for i, f in enumerate(_frames(n=4)):
+        Image.fromarray(f).save(tmp_path / f"{i:05d}.jpg", quality=95)
+    with open_source(tmp_path) as src:
+        assert src.fps == 24.0
+        got = [f.image for f in src]
+    assert len(got) == 4 and got[0].shape == (H, W, 3)
+
+
+# ---------------------------------------------------------------- input errors
+
+
+def test_missing_path(tmp_path: Path) -> None:
+    p = tmp_path / "nope.mp4"
+    with pytest.raises(InputError, match="no such file or folder") as e:
+        open_source(p)
+    assert str(p) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_text_file_renamed_mp4(tmp_path: Path) -> None:
+    p = tmp_path / "fake.mp4"
+    p.write_text("this is not a video\n" * 50)
+    with pytest.raises(InputError) as e:
+        open_source(p)
+    assert str(p) in str(e.value)
+
+
+def test_empty_folder_and_folder_without_images(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no images") as e:
+        open_source(tmp_path)
+    assert str(tmp_path) in str(e.value)
+    (tmp_path / "a.txt").write_text("x")
+    with pytest.raises(InputError, match="no images"):
+        open_source(tmp_path)
+
+
+def test_folder_with_differing_sizes(tmp_path: Path) -> None:
+    Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(tmp_path / "00000.png")
+    Image.fromarray(np.zeros((H + 2, W, 3), np.uint8)).save(tmp_path / "00001.png")
+    src = open_source(tmp_path)
+    it = iter(src)
+    assert next(it).index == 0
+    with pytest.raises(InputError, match="00001.png"):
+        next(it)
+
+
+def test_folder_with_corrupt_image(tmp_path: Path) -> None:
+    Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(tmp_path / "00000.png")
+    (tmp_path / "00001.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(InputError, match="00001.jpg"):
+        list(open_source(tmp_path))
+
+
+def test_url_is_rejected_for_now() -> None:
+    with pytest.raises(InputError, match="rtsp://cam/1"):
+        open_source("rtsp://cam/1")
+
+
+@pytest.mark.parametrize("mid_packet", [True, False], ids=["mid-packet", "packet-boundary"])
+def test_truncated_mp4_yields_frames_then_errors(
+    mp4: tuple[Path, list[np.ndarray]], tmp_path: Path, mid_packet: bool
+) -> None:
+    path, _ = mp4
+    full = [f for f in open_source(path)]
+    # Cut inside (FFmpeg flags a short, corrupt packet) or exactly before (the
+    # demuxer just stops: only the frame count reveals it) the packet stored
+    # halfway through the file, independent of how well frames compressed.
+    with av.open(str(path)) as c:
+        pkts = [(p.pos, p.size) for p in c.demux(c.streams.video[0]) if p.size]
+    pos, size = sorted(pkts)[len(pkts) // 2]
+    bad = tmp_path / "cut.mp4"
+    bad.write_bytes(path.read_bytes()[: pos + (size // 2 if mid_packet else 0)])
+    got: list[Frame] = []
+    with pytest.raises(InputError) as e:
+        with open_source(bad) as src:
+            assert src.num_frames == T  # header (moov, faststart) survived the cut
+            for f in src:
+                got.append(f)
+    msg = str(e.value)
+    assert str(bad) in msg and f"frame {len(got)}" in msg and "\n" not in msg
+    assert 0 < len(got) < T, msg
+    # Frames before the damage are intact and correctly numbered/timestamped.
+    for f in got:
+        np.testing.assert_array_equal(f.image, full[f.index].image)
+        assert f.pts_s == full[f.index].pts_s
+
+
+def test_mp4_cut_inside_header(mp4: tuple[Path, list[np.ndarray]], tmp_path: Path) -> None:
+    bad = tmp_path / "head.mp4"
+    bad.write_bytes(mp4[0].read_bytes()[:200])
+    with pytest.raises(InputError) as e:
+        list(open_source(bad))
+    assert str(bad) in str(e.value)
+
+
+# ----------------------------------------------------------------------- masks
+
+
+def test_davis_palette() -> None:
+    assert DAVIS_PALETTE.shape == (256, 3) and DAVIS_PALETTE.dtype == np.uint8
+    assert DAVIS_PALETTE[:5].tolist() == [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0], [0, 0, 128]]
+    assert DAVIS_PALETTE[255].tolist() == [224, 224, 192]  # VOC "void" colour
+    assert len({tuple(c) for c in DAVIS_PALETTE.tolist()}) == 256
+    assert not DAVIS_PALETTE.flags.writeable
+
+
+def test_palette_mask_roundtrip(tmp_path: Path) -> None:
+    ids = np.zeros((5, 7), np.uint8)
+    ids[1:3, 2:5] = 1
+    ids[4, :] = 7
+    ids[0, 6] = 255
+    pal = DAVIS_PALETTE.copy()
+    pal[7] = (1, 2, 3)
+    p = tmp_path / "m" / "00000.png"
+    write_mask(p, ids, pal)
+    with Image.open(p) as im:
+        assert im.mode == "P"
+    got, got_pal = read_mask(p)
+    np.testing.assert_array_equal(got, ids)
+    np.testing.assert_array_equal(got_pal, pal)
+    write_mask(tmp_path / "d.png", ids)  # default palette
+    np.testing.assert_array_equal(read_mask(tmp_path / "d.png")[1], DAVIS_PALETTE)
+
+
+def test_grayscale_masks(tmp_path: Path) -> None:
+    g = np.zeros((4, 4), np.uint8)
+    g[1:3, 1:3] = 255
+    Image.fromarray(g, mode="L").save(tmp_path / "g.png")
+    ids, pal = read_mask(tmp_path / "g.png")
+    assert ids.dtype == np.uint8 and set(np.unique(ids)) == {0, 1}
+    np.testing.assert_array_equal(ids, (g > 0).astype(np.uint8))
+    np.testing.assert_array_equal(pal, DAVIS_PALETTE)
+    g[0, 0], g[3, 3] = 40, 100  # levels map to 1..K ascending
+    Image.fromarray(g, mode="L").save(tmp_path / "g3.png")
+    ids, _ = read_mask(tmp_path / "g3.png")
+    assert ids[0, 0] == 1 and ids[3, 3] == 2 and ids[1, 1] == 3 and ids[0, 1] == 0
+
+
+def test_rgb_masks(tmp_path: Path) -> None:
+    rgb = np.zeros((4, 5, 3), np.uint8)
+    rgb[0, 0] = DAVIS_PALETTE[2]
+    rgb[1, 1] = DAVIS_PALETTE[5]
+    Image.fromarray(rgb).save(tmp_path / "davis_rgb.png")
+    ids, _ = read_mask(tmp_path / "davis_rgb.png")
+    assert ids[0, 0] == 2 and ids[1, 1] == 5 and ids.sum() == 7
+    rgb[2, 2] = (255, 255, 255)  # not a DAVIS colour: all colours renumbered 1..K
+    rgb[3, 3] = (10, 200, 30)
+    Image.fromarray(rgb).save(tmp_path / "any_rgb.png")
+    ids, pal = read_mask(tmp_path / "any_rgb.png")
+    assert set(np.unique(ids)) == {0, 1, 2, 3, 4} and ids[0, 1] == 0
+    np.testing.assert_array_equal(pal[ids], rgb)  # palette reproduces the drawing
+
+
+def test_mask_errors(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="missing.png"):
+        read_mask(tmp_path / "missing.png")
+    (tmp_path / "text.png").write_text("hello")
+    with pytest.raises(InputError, match="text.png"):
+        read_mask(tmp_path / "text.png")
+    many = np.zeros((20, 20, 3), np.uint8)
+    many[..., 0] = np.arange(400).reshape(20, 20) % 256
+    many[..., 1] = np.arange(400).reshape(20, 20) // 256 + 1
+    Image.fromarray(many).save(tmp_path / "many.png")
+    with pytest.raises(InputError, match="many.png"):
+        read_mask(tmp_path / "many.png")
+    with pytest.raises(ValueError):
+        write_mask(tmp_path / "bad.png", np.full((2, 2), 300))
+
+
+# --------------------------------------------------------------------- overlay
+
+
+def test_overlay_exact_pixels() -> None:
+    frame = np.full((4, 5, 3), 100, np.uint8)
+    ids = np.zeros((4, 5), np.uint8)
+    ids[1:3, 1:4] = 1
+    ids[0, 0] = 2
+    out = overlay(frame, ids, alpha=0.5, contour=False)
+    # (1-a)*100 + a*128 = 114, (1-a)*100 + a*0 = 50; background untouched.
+    assert out[1, 1].tolist() == [114, 50, 50]
+    assert out[0, 0].tolist() == [50, 114, 50]
+    assert out[3, 4].tolist() == [100, 100, 100]
+    assert (out[ids == 0] == 100).all()
+    assert np.array_equal(frame, np.full((4, 5, 3), 100, np.uint8))  # input not modified
+
+    big = np.zeros((5, 5), np.uint8)
+    big[1:4, 1:4] = 3
+    f5 = np.full((5, 5, 3), 100, np.uint8)
+    c = overlay(f5, big, alpha=0.25, contour=True)
+    assert c[2, 2].tolist() == [round(0.75 * 100 + 0.25 * 128)] * 2 + [75]  # interior blended
+    assert c[1, 1].tolist() == [128, 128, 0]  # boundary: pure palette colour
+    assert c[0, 0].tolist() == [100, 100, 100]
+
+
+def test_overlay_boundaries_and_out_buffer() -> None:
+    ids = np.zeros((6, 6), np.uint8)
+    ids[:, 3:] = 1  # touches the image border: no outline along it
+    ids[2:4, 0:3] = 2  # touches object 1: both sides outlined
+    edge = object_boundaries(ids)
+    expected = np.zeros((6, 6), bool)
+    expected[:, 3] = True  # left edge of object 1 (borders 0 or 2)
+    expected[2:4, 0:3] = True  # object 2 is 2 rows thick: all boundary
+    np.testing.assert_array_equal(edge, expected)
+
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+    ref = overlay(frame, ids)
+    buf = np.empty_like(frame)
+    assert overlay(frame, ids, out=buf) is buf
+    np.testing.assert_array_equal(buf, ref)
+    inplace = frame.copy()
+    assert overlay(inplace, ids, out=inplace) is inplace
+    np.testing.assert_array_equal(inplace, ref)
+    with pytest.raises(ValueError):
+        overlay(frame, ids[:5])
+
+
+def test_overlay_matches_numpy_reference() -> None:
+    rng = np.random.default_rng(1)
+    frame = rng.integers(0, 256, (48, 80, 3), dtype=np.uint8)
+    ids = rng.integers(0, 4, (48, 80)).astype(np.uint8)
+    ids[:20] = 0
+    got = overlay(frame, ids, alpha=0.5, contour=False)
+    col = DAVIS_PALETTE[ids].astype(np.float64)
+    ref = np.where((ids > 0)[..., None], np.rint(0.5 * frame + 0.5 * col), frame)
+    np.testing.assert_array_equal(got, ref.astype(np.uint8))
+    empty = np.zeros_like(ids)
+    np.testing.assert_array_equal(overlay(frame, empty), frame)
