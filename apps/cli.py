@@ -6,9 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import info, segment
+from . import ablate, build_engine, eval, info, segment, viz
 
-COMMANDS = (info, segment)
+COMMANDS = (info, segment, eval, viz, ablate, build_engine)
 
 
 def build_parser() -> argparse.ArgumentParser:

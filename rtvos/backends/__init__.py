@@ -89,3 +89,32 @@ def create_backend(
     if reason is not None:
         raise RuntimeError(f"backend {name!r} is not available here: {reason}")
     return _BACKENDS[name](model, size, device, precision)
+
+
+# -- optional backends: registered by name here, imported only when probed or created ----------------------------
+def _register_optional_backends() -> None:
+    """compile / onnx / tensorrt live in their own modules so importing rtvos never imports onnx or tensorrt."""
+    import importlib
+
+    def lazy(module: str, cls: str) -> tuple[Callable[..., Backend], Callable[[], str | None]]:
+        def factory(*args: object, **kwargs: object) -> Backend:
+            return getattr(importlib.import_module(f"{__name__}.{module}"), cls)(*args, **kwargs)
+
+        def probe() -> str | None:
+            try:
+                mod = importlib.import_module(f"{__name__}.{module}")
+            except Exception as e:  # a broken optional install must not break `rtvos info`
+                return f"cannot import {__name__}.{module} ({type(e).__name__}: {e})"
+            return mod.probe()
+
+        return factory, probe
+
+    for name, module, cls in (
+        ("compile", "compiled", "CompiledBackend"),
+        ("onnx", "onnx", "OnnxBackend"),
+        ("tensorrt", "tensorrt", "TensorRTBackend"),
+    ):
+        register_backend(name, *lazy(module, cls))
+
+
+_register_optional_backends()

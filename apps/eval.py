@@ -1,0 +1,118 @@
+"""`rtvos eval ROOT --set NAME --out DIR`: run methods on a benchmark (or rescore results) and report J/F."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("eval", help="run and score methods on DAVIS / SegTrack-v2 / YouTube-Objects")
+    p.add_argument("root", help="dataset root folder")
+    p.add_argument("--set", dest="set_name", default=None, help="sequence set, e.g. val or dev (default per dataset)")
+    p.add_argument("--dataset", default="davis2017", help="davis2016 | davis2017 | segtrack | youtube-objects")
+    p.add_argument("--resolution", default="480p", help="DAVIS resolution folder (default 480p)")
+    p.add_argument("--out", default="rtvos_eval", help="output folder: <out>/<method>/<seq>/%%05d.png + tables")
+    p.add_argument("--method", nargs="+", default=["rpmnet"], choices=("rpmnet", "copy", "flow"),
+                   help="one or more methods, each scored (default rpmnet)")
+    p.add_argument("--crf", nargs="+", default=["none"], choices=("none", "dense", "fast"),
+                   help="CRF refinement(s); several give one result per method and mode")
+    p.add_argument("--results", default=None,
+                   help="score existing predictions in this folder (<results>/<seq>/*.png); runs no method")
+    p.add_argument("--model", "--weights", dest="model", default="default",
+                   help="rpmnet model: 'default', a registered name or a checkpoint path")
+    p.add_argument("--matching", default="deformable", help="matching variant for a registered (untrained) model")
+    p.add_argument("--backend", default="eager", help="inference backend (see `rtvos info`)")
+    p.add_argument("--size", type=int, default=None, help="model input size S, a multiple of 64 (default 512)")
+    p.add_argument("--device", default="cpu", help="torch device for rpmnet and the fast CRF")
+    p.add_argument("--mask-resolution", choices=("full", "model"), default="full")
+    p.add_argument("--workers", type=int, default=0, help="processes for scoring (0: in-process)")
+    p.add_argument("--json", dest="json_out", default=None, help="also write the summary JSON here")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _fmt(x: float | None) -> str:
+    return "  -  " if x is None or x != x else f"{x:.3f}"
+
+
+def _print_run(summary: dict[str, Any], label: str) -> None:
+    g = summary["global"]
+    ms = summary.get("ms_per_frame")
+    print(f"\n== {label}" + (f"  ({ms:.1f} ms/frame)" if ms is not None else ""))
+    print("J&F    J      J-rec  J-dec  F      F-rec  F-dec")
+    print("  ".join(_fmt(g[k]) for k in ("J&F", "J", "J-recall", "J-decay", "F", "F-recall", "F-decay")))
+    print(f"{'sequence':<24} {'J':>6} {'F':>6} {'J&F':>6}  objects (J/F)")
+    for name, s in summary["sequences"].items():
+        objs = " ".join(f"{k}:{_fmt(v['J'])}/{_fmt(v['F'])}" for k, v in s["objects"].items())
+        print(f"{name:<24} {_fmt(s['J']):>6} {_fmt(s['F']):>6} {_fmt(s['J&F']):>6}  {objs}")
+    for attr, v in summary.get("attributes", {}).items():
+        print(f"  attribute {attr:<6} J {_fmt(v['J'])}  F {_fmt(v['F'])}  ({v['sequences']} seqs)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rtvos.eval import load_dataset
+    from rtvos.eval.runner import MethodRun, plot_jf_bars, run_benchmark, run_summary, score_results, write_report
+
+    if args.size is not None and (args.size <= 0 or args.size % 64):
+        raise ValueError(f"--size must be a positive multiple of 64, got {args.size}")
+    if args.workers < 0:
+        raise ValueError(f"--workers must be >= 0, got {args.workers}")
+    sequences = load_dataset(args.root, args.dataset, args.set_name, args.resolution)
+    out = Path(args.out)
+    if args.results:
+        res = Path(args.results)
+        mr = MethodRun(label=res.name or "results", results_dir=res)
+        mr.scores = score_results(sequences, res, args.workers)
+        out.mkdir(parents=True, exist_ok=True)
+        mr.results_dir = out  # tables go to --out, predictions stay where they are
+        write_report(mr, args.set_name, sequences)
+        runs = [mr]
+    else:
+        from rtvos.eval.runner import build_method
+
+        model: Any = args.model
+        if "rpmnet" in args.method:
+            from rtvos.models.hub import load_model
+
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                model = load_model(args.model, matching=args.matching)  # fail fast on a bad --model
+            for w in caught:
+                print(f"warning: {w.message}")
+
+        def factory(name: str) -> Any:
+            return build_method(name, model, args.size, args.device, args.backend, args.mask_resolution,
+                                args.matching)
+        runs = run_benchmark(sequences, out, args.method, args.crf, args.set_name, args.workers,
+                             progress=not args.quiet, method_factory=factory, crf_device=args.device)
+    summaries = {r.label: run_summary(r, sequences) for r in runs}
+    for label, s in summaries.items():
+        _print_run(s, label)
+    from rtvos.eval.analysis import attribute_markdown
+
+    attrs = attribute_markdown({k: v.get("attributes", {}) for k, v in summaries.items()})
+    if attrs:  # only when the dataset ships attributes (DAVIS db_info.yml)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "attributes.md").write_text(attrs + "\n")
+        print("\nJ per attribute (%):\n" + attrs)
+    chart = plot_jf_bars(runs, out / "jf_per_sequence.png",
+                         title=f"J&F per sequence ({args.dataset}{' ' + args.set_name if args.set_name else ''})")
+    first = next(iter(summaries.values()))
+    combined = {
+        "global": first["global"],
+        "sequences": first["sequences"],
+        "ms_per_frame": {k: v["ms_per_frame"] for k, v in summaries.items()},
+        "methods": summaries,
+        "dataset": args.dataset,
+        "set": args.set_name,
+    }
+    (out / "summary.json").write_text(json.dumps(combined, indent=2))
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_out).write_text(json.dumps(combined, indent=2))
+    print(f"\nresults: {out}  chart: {chart}")
+    return 0

@@ -1,0 +1,1 @@
+"""TensorRT plugins for rtvos custom ops. Nothing here imports tensorrt at import time."""
