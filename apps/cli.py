@@ -6,9 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import ablate, build_engine, eval, info, segment, viz
+from . import ablate, build_engine, eval, info, segment, train, viz
 
-COMMANDS = (info, segment, eval, viz, ablate, build_engine)
+COMMANDS = (info, segment, eval, viz, ablate, build_engine, train)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -73,3 +73,11 @@ def test_console_script_default_sample(tmp_path):
     assert "sample" in r.stderr and "NOT TRAINED" in r.stderr
     out = Path(tmp_path, "rtvos_out", "sample")
     assert len(list(out.glob("*.png"))) == 6 and _count_frames(out / "overlay.mp4") == 6
+
+
+def test_library_imports_no_app_training_or_optional_runtime():
+    """`import rtvos` stays light and one-directional: training and apps import rtvos, never the reverse."""
+    code = ("import sys, rtvos; bad = [m for m in ('training', 'apps', 'onnx', 'onnxruntime', 'tensorrt', "
+            "'tensorrt_rtx') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    r = subprocess.run([shutil.which("python") or "python", "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -1,0 +1,53 @@
+"""`rtvos train DATA [DATA ...] --out DIR`: self-supervised RPM-Net training (paper recipe by default).
+
+Multi-process: `torchrun --nproc_per_node N -m apps.cli train ...` (gloo on CPU, nccl on CUDA).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("train", help="self-supervised training on videos / frame folders")
+    p.add_argument("data", nargs="+", help="video files, folders of videos, frame folders or a DAVIS root")
+    p.add_argument("--out", required=True, help="output folder: checkpoints, train_log.csv")
+    p.add_argument("--model", default="rpmnet_r18", help="registered model name (default rpmnet_r18)")
+    p.add_argument("--matching", default="deformable", help="matching head variant (default deformable)")
+    p.add_argument("--size", type=int, default=256, help="input size S, multiple of 64 (default 256)")
+    p.add_argument("--batch", type=int, default=8, help="pairs per step per process (default 8)")
+    p.add_argument("--iters", type=int, default=1000, help="total optimisation steps (default 1000)")
+    p.add_argument("--lr", type=float, default=1e-3, help="base learning rate, poly-decayed (default 1e-3)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--gap", type=int, default=5, help="frames between reference and target (default 5)")
+    g.add_argument("--gap-range", type=int, nargs=2, metavar=("MIN", "MAX"), help="random gap in [MIN, MAX]")
+    p.add_argument("--workers", type=int, default=2, help="data-loader worker processes (default 2)")
+    p.add_argument("--ckpt-every", type=int, default=500, help="checkpoint every N steps (and at the end)")
+    p.add_argument("--log-every", type=int, default=1, help="CSV row every N steps (default 1)")
+    p.add_argument("--resume", action="store_true", help="continue exactly from the newest checkpoint in --out")
+    p.add_argument("--exclude", nargs="+", default=[], metavar="SUBSTR",
+                   help="skip clips whose path contains any of these substrings (e.g. DAVIS val names)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    p.add_argument("--cache-mb", type=int, default=1024, help="per-worker decoded-video cache (default 1024)")
+    p.add_argument("--stop-at", type=int, default=None, metavar="STEP",
+                   help="end this run after STEP (checkpointed), keeping the --iters schedule; continue with --resume")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from training import TrainConfig, train
+
+    cfg = TrainConfig(
+        data=list(args.data), out=args.out, model=args.model, matching=args.matching, size=args.size,
+        batch=args.batch, iters=args.iters, lr=args.lr, gap=args.gap,
+        gap_range=tuple(args.gap_range) if args.gap_range else None, workers=args.workers,
+        ckpt_every=args.ckpt_every, log_every=args.log_every, resume=args.resume, exclude=list(args.exclude),
+        seed=args.seed, device=args.device, cache_mb=args.cache_mb, quiet=args.quiet, stop_at=args.stop_at,
+    )
+    res = train(cfg)
+    if res.checkpoint is not None:
+        print(f"checkpoint: {res.checkpoint}")
+    return 0
