@@ -1,5 +1,6 @@
 import json
 import shutil
+import sys
 import subprocess
 from pathlib import Path
 
@@ -79,5 +80,5 @@ def test_library_imports_no_app_training_or_optional_runtime():
     """`import rtvos` stays light and one-directional: training and apps import rtvos, never the reverse."""
     code = ("import sys, rtvos; bad = [m for m in ('training', 'apps', 'onnx', 'onnxruntime', 'tensorrt', "
             "'tensorrt_rtx') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
-    r = subprocess.run([shutil.which("python") or "python", "-c", code], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
