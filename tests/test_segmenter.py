@@ -15,6 +15,16 @@ def model():
 
 
 @pytest.fixture(scope="module")
+def moving_model():
+    """A model whose flow is a real displacement (~(2, -1.5) S/4 px), so propagation visibly moves masks."""
+    torch.manual_seed(0)
+    m = create_model("rpmnet_r18").eval()
+    with torch.no_grad():
+        m.matching.flow_layer.bias.copy_(torch.tensor([2.0, -1.5]))
+    return m
+
+
+@pytest.fixture(scope="module")
 def clip():
     return make_synthetic_clip(num_frames=6, height=96, width=120, num_objects=2, seed=3)
 
@@ -41,8 +51,8 @@ def run(seg, clip, first=None):
     return out
 
 
-def test_cached_equals_uncached_and_embeds_once_per_frame(model, clip):
-    counted = CountingModel(model)
+def test_cached_equals_uncached_and_embeds_once_per_frame(moving_model, clip):
+    counted = CountingModel(moving_model)
     cached = run(Segmenter(counted, size=64), clip)
     assert counted.embeds == len(clip.frames)
     counted.embeds = 0
@@ -50,6 +60,7 @@ def test_cached_equals_uncached_and_embeds_once_per_frame(model, clip):
     assert counted.embeds == 2 * len(clip.frames) - 1
     for a, b in zip(cached, uncached):
         assert np.array_equal(a.mask, b.mask)
+    assert not np.array_equal(cached[-1].mask, clip.masks[0])  # the masks really moved
 
 
 def test_step_result_fields(model, clip):
@@ -64,9 +75,9 @@ def test_step_result_fields(model, clip):
     assert {"preprocess", "embed", "match", "propagate", "postprocess"} <= set(r1.timings_ms)
 
 
-def test_propagation_is_the_warped_argmax(model, clip):
+def test_propagation_is_the_warped_argmax(moving_model, clip):
     """The returned mask equals argmax of the one-hot previous mask warped by f4 upsampled to the frame."""
-    seg = Segmenter(model, size=64)
+    seg = Segmenter(moving_model, size=64)
     seg.step(clip.frames[0], clip.masks[0])
     r = seg.step(clip.frames[1])
     ids = np.array(r.object_ids)
@@ -75,6 +86,10 @@ def test_propagation_is_the_warped_argmax(model, clip):
     onehot = torch.nn.functional.one_hot(torch.from_numpy(lut[clip.masks[0]]), len(ids)).permute(2, 0, 1)[None].float()
     expected = ids[warp(onehot, resize_flow(r.flow, clip.masks[0].shape))[0].argmax(0).numpy()]
     assert np.array_equal(r.mask, expected)
+    assert (r.mask != clip.masks[0]).mean() > 0.01  # a non-trivial warp, so an identity would fail
+    # dy ≈ +2 S/4 px → the mask moves up by ≈ 2 * 4 * 96/64 = 12 frame px: its centroid rises.
+    ys = np.nonzero(clip.masks[0])[0].mean(), np.nonzero(r.mask)[0].mean()
+    assert ys[1] < ys[0] - 5
 
 
 def test_multi_object_noncontiguous_ids(model):
