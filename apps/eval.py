@@ -26,7 +26,7 @@ def add_parser(sub: Any) -> None:
                    help="rpmnet model: 'default', a registered name or a checkpoint path")
     p.add_argument("--matching", default="deformable", help="matching variant for a registered (untrained) model")
     p.add_argument("--backend", default="eager", help="inference backend (see `rtvos info`)")
-    p.add_argument("--size", type=int, default=None, help="model input size S, a multiple of 64 (default 512)")
+    p.add_argument("--size", type=int, default=None, help="model input size S, a multiple of 64 (default: the checkpoint's training size, else 512)")
     p.add_argument("--device", default="cpu", help="torch device for rpmnet and the fast CRF")
     p.add_argument("--mask-resolution", choices=("full", "model"), default="full")
     p.add_argument("--workers", type=int, default=0, help="processes for scoring (0: in-process)")

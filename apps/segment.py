@@ -114,8 +114,8 @@ def run(args: argparse.Namespace) -> int:
     if any(issubclass(w.category, RandomWeightsWarning) for w in caught) or not model.meta.get("trained"):
         print("!" * 100 + f"\n!! WARNING: {model.meta.get('source')}: the model is NOT TRAINED; masks are "
               "meaningless (plumbing only).\n" + "!" * 100, file=sys.stderr)
-    size = args.size or int(model.meta.get("size", 512))
-    seg = rtvos.Segmenter(model, size=size, device=torch.device(args.device), mask_resolution=args.mask_resolution)
+    seg = rtvos.Segmenter(model, size=args.size, device=torch.device(args.device), mask_resolution=args.mask_resolution)
+    size = seg.size[0] if seg.size[0] == seg.size[1] else seg.size
 
     src = open_source(source)
     out = Path(args.out) if args.out else Path("rtvos_out") / src.name

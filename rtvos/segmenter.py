@@ -18,7 +18,9 @@ from torch import Tensor
 from .backends import Backend, create_backend
 from .models.rpmnet import SIZE_MULTIPLE, RPMNet, resize_flow, warp
 
-__all__ = ["Segmenter", "SegmenterState", "StepResult"]
+__all__ = ["Segmenter", "SegmenterState", "StepResult", "to_model_input", "DEFAULT_SIZE"]
+
+DEFAULT_SIZE = 512  # the paper's S, used when a checkpoint does not record the size it was trained at
 
 # Fused backends report "embed_match" instead of "embed" + "match" (one compiled unit per frame).
 STAGES = ("preprocess", "embed", "match", "embed_match", "propagate", "postprocess")
@@ -59,6 +61,18 @@ def _as_size(size: int | tuple[int, int]) -> tuple[int, int]:
     return hw  # type: ignore[return-value]
 
 
+def to_model_input(
+    frame: np.ndarray, size: int | tuple[int, int], device: str | torch.device = "cpu"
+) -> Tensor:
+    """H×W×3 uint8 → 1×3×S×S float in [0, 1]; resized on the CPU in uint8, where it is cheapest."""
+    h, w = _as_size(size)
+    if frame.shape[:2] != (h, w):
+        shrink = frame.shape[0] > h and frame.shape[1] > w
+        frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    x = torch.from_numpy(np.ascontiguousarray(frame)).to(device, non_blocking=True)
+    return x.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+
+
 class Segmenter:
     """`step(frame, mask=None)` per frame; a mask on the first frame (and optionally later, to re-anchor).
 
@@ -69,7 +83,7 @@ class Segmenter:
     def __init__(
         self,
         model: RPMNet,
-        size: int | tuple[int, int] = 512,
+        size: int | tuple[int, int] | None = None,
         device: str | torch.device = "cpu",
         cache_embeddings: bool = True,
         mask_resolution: str = "full",
@@ -79,7 +93,8 @@ class Segmenter:
     ) -> None:
         if mask_resolution not in ("full", "model"):
             raise ValueError(f"mask_resolution must be 'full' or 'model', got {mask_resolution!r}")
-        self.size = _as_size(size)
+        # None: the size the checkpoint was trained at (recorded in its meta), else the paper's 512.
+        self.size = _as_size(size if size is not None else int(model.meta.get("size", DEFAULT_SIZE)))
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)
         self.backend: Backend = create_backend(backend, self.model, self.size, self.device, precision)
@@ -147,13 +162,7 @@ class Segmenter:
 
     # -- building blocks (public so backends and benchmarks can time them alone) ----------------------------
     def preprocess(self, frame: np.ndarray) -> Tensor:
-        """H×W×3 uint8 → 1×3×S×S float in [0, 1]; resized on the CPU in uint8, where it is cheapest."""
-        h, w = self.size
-        if frame.shape[:2] != (h, w):
-            shrink = frame.shape[0] > h and frame.shape[1] > w
-            frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-        x = torch.from_numpy(np.ascontiguousarray(frame)).to(self.device, non_blocking=True)
-        return x.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+        return to_model_input(frame, self.size, self.device)
 
     def propagate(self, labels: Tensor, flow: Tensor, num_classes: int) -> Tensor:
         """Warp one binary map per object (background included) by D4 and take the argmax."""

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .segmenter import Segmenter, to_model_input
 from .models.rpmnet import STRIDE, RPMNet
 from .ops import DeformConv2d
 
@@ -30,12 +31,9 @@ __all__ = [
 
 
 def _prep(frame: np.ndarray, size: int) -> Tensor:
-    if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-        raise ValueError(f"frame must be an H×W×3 uint8 RGB array, got {getattr(frame, 'shape', type(frame))}")
-    if size <= 0 or size % 64:
-        raise ValueError(f"size must be a positive multiple of 64, got {size}")
-    x = cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
-    return torch.from_numpy(x).permute(2, 0, 1)[None].float().div(255.0)
+    """The Segmenter's own checks and resize, so figures show exactly what the model sees when segmenting."""
+    Segmenter._check_frame(frame)
+    return to_model_input(frame, size)
 
 
 @torch.inference_mode()

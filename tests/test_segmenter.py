@@ -156,3 +156,13 @@ def test_shipped_sample_mask_reads():
     video, mask = sample_paths()
     ids, palette = read_mask(mask)
     assert video.stat().st_size < 5_000_000 and ids.shape == (480, 640) and set(np.unique(ids)) == {0, 1}
+
+
+def test_default_size_comes_from_the_checkpoint(tmp_path):
+    from rtvos.models import load_checkpoint, save_checkpoint
+
+    m = create_model("rpmnet_r18")
+    assert Segmenter(m).size == (512, 512)  # untrained: the paper's S
+    trained = load_checkpoint(save_checkpoint(m, tmp_path / "m.pt", meta={"size": 128}))
+    assert Segmenter(trained).size == (128, 128)
+    assert Segmenter(trained, size=64).size == (64, 64)  # an explicit size wins

@@ -85,19 +85,16 @@ def build_method(
         return FlowBaseline()
     if name == "rpmnet":
         from ..models.hub import load_model
+        from ..models.rpmnet import RPMNet
         from ..segmenter import Segmenter
 
-        net = model if isinstance(model, torch_module()) else load_model(model, matching=matching)
+        net = model if isinstance(model, RPMNet) else load_model(model, matching=matching)
         return _SegmenterStepper(
-            Segmenter(net, size=size or 512, device=device, mask_resolution=mask_resolution, backend=backend)
+            Segmenter(net, size=size, device=device, mask_resolution=mask_resolution, backend=backend)
         )
     raise ValueError(f"unknown method {name!r}; expected one of {', '.join(METHODS)}")
 
 
-def torch_module() -> type:
-    from torch import nn
-
-    return nn.Module
 
 
 def method_label(method: str, crf: str = "none") -> str:
