@@ -1,39 +1,70 @@
 """`rtvos segment [SOURCE] --mask FIRST.png --out DIR`: masks as DAVIS PNGs plus an overlay MP4.
 
-Decoding and segmentation stay on the main thread; PNG and H.264 encoding run on a writer thread behind a
-bounded queue, so the model never waits for the encoder and memory stays flat.
+Any source `rtvos.io.open_source` accepts (file, folder of frames, webcam, rtsp/rtmp/http URL) runs through
+`rtvos.pipeline`: decoding on a reader thread, the model on the main thread, PNG/H.264/log/window/browser output
+on a writer thread, joined by bounded queues. The helpers below are shared with `rtvos webcam` and
+`rtvos stream`, which differ only in their defaults.
 """
 
 from __future__ import annotations
 
 import argparse
-import queue
+import re
 import sys
-import threading
-import time
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from rtvos import Segmenter
+    from rtvos.io import Frame
+    from rtvos.io.sinks import Sink
+
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("segment", help="segment a video file or a folder of frames from a first-frame mask")
-    p.add_argument("source", nargs="?", help="video file or folder of frames (default: the shipped sample clip)")
-    p.add_argument("--mask", help="first-frame mask PNG (palette ids, or 0/255); required with SOURCE")
+    p = sub.add_parser("segment", help="segment a video, a folder of frames or a stream from a first-frame mask")
+    p.add_argument("source", nargs="?",
+                   help="video file, folder of frames, webcam index, or rtsp/rtmp/http URL "
+                        "(default: the shipped sample clip)")
     p.add_argument("--out", help="output folder (default: ./rtvos_out/<source name>)")
-    p.add_argument("--model", default="default", help="'default', a registered model name, or a checkpoint path")
-    p.add_argument("--size", type=int, default=None, help="model input size S, multiple of 64 (default: model's)")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
-    p.add_argument("--mask-resolution", choices=("full", "model"), default="full",
-                   help="propagate masks at frame resolution (default) or at S/4 as in the paper")
-    p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     p.add_argument("--no-video", action="store_true", help="do not write the overlay MP4")
     p.add_argument("--no-masks", action="store_true", help="do not write per-frame PNG masks")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_common_options(p)
     p.set_defaults(func=run)
+
+
+def add_common_options(p: argparse.ArgumentParser) -> None:
+    """First mask, model, viewers and source options shared by segment, webcam and stream."""
+    first = p.add_argument_group("first mask (one of; with none, --serve lets you drag a box in the browser)")
+    first.add_argument("--mask", help="first-frame mask PNG (palette ids kept, or 0/255)")
+    first.add_argument("--box", metavar="X,Y,W,H", help="object box on the first frame, in pixels (GrabCut)")
+    out = p.add_argument_group("outputs and viewers")
+    out.add_argument("--jsonl", metavar="FILE", help="per-frame JSON lines log (timings, latency, object areas)")
+    out.add_argument("--show", action="store_true", help="show the overlay in a window (needs a display)")
+    out.add_argument("--serve", metavar="HOST:PORT",
+                     help="live view in the browser (MJPEG), e.g. 127.0.0.1:8080 or :8080 (port 0: any free port)")
+    model = p.add_argument_group("model")
+    model.add_argument("--model", default="default", help="'default', a registered model name, or a checkpoint path")
+    model.add_argument("--size", type=int, default=None, help="model input size S, multiple of 64 (default: model's)")
+    model.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
+    model.add_argument("--threads", type=int, default=None,
+                       help="torch CPU threads (default: torch's choice; 1 can be faster on a busy 2-core machine)")
+    model.add_argument("--mask-resolution", choices=("full", "model"), default="full",
+                       help="propagate masks at frame resolution (default) or at S/4 as in the paper")
+    model.add_argument("--backend", default="auto", choices=("auto", "eager", "compile", "onnx", "tensorrt"),
+                       help="what runs the network: auto = ONNX Runtime on CPU, eager on GPU (default: auto)")
+    model.add_argument("--precision", default="fp32", choices=("fp32", "fp16"), help="network precision")
+    src = p.add_argument_group("source")
+    src.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    src.add_argument("--transport", choices=("tcp", "udp"), default=None, help="RTSP transport (default: tcp)")
+    src.add_argument("--policy", choices=("drop", "block"), default=None,
+                     help="live sources: keep only the newest frame (drop, default) or never skip one (block)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or status lines")
 
 
 def sample_paths() -> tuple[Path, Path]:
@@ -41,128 +72,232 @@ def sample_paths() -> tuple[Path, Path]:
     return Path(str(assets / "sample.mp4")), Path(str(assets / "sample_mask.png"))
 
 
-class _Writer(threading.Thread):
-    """Consumes (index, frame, mask); the first error is kept and re-raised on the main thread."""
+def parse_serve(text: str) -> tuple[str, int]:
+    """'HOST:PORT', ':PORT', 'PORT' or '[::1]:PORT' → (host, port); the host defaults to 127.0.0.1."""
+    from rtvos.io import InputError
 
-    def __init__(self, out: Path, palette: np.ndarray, fps: float, masks: bool, video: bool) -> None:
-        super().__init__(name="rtvos-writer", daemon=True)
-        from rtvos.io import VideoWriter
-
-        self.queue: queue.Queue[tuple[int, np.ndarray, np.ndarray] | None] = queue.Queue(maxsize=8)
-        self.out, self.palette, self.masks = out, palette, masks
-        self.video = VideoWriter(out / "overlay.mp4", fps=fps) if video else None
-        self.error: BaseException | None = None
-        self.written = 0
-
-    def run(self) -> None:
-        from rtvos.io import overlay, write_mask
-
-        try:
-            while (item := self.queue.get()) is not None:
-                index, frame, mask = item
-                if self.masks:
-                    write_mask(self.out / f"{index:05d}.png", mask, self.palette)
-                if self.video is not None:
-                    self.video.write(overlay(frame, mask, self.palette))
-                self.written += 1
-        except BaseException as e:  # surfaced by put()/finish()
-            self.error = e
-        finally:
-            if self.video is not None:
-                self.video.close()
-
-    def put(self, item: tuple[int, np.ndarray, np.ndarray]) -> None:
-        while self.is_alive():
-            try:
-                self.queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-        self.finish()
-
-    def finish(self) -> None:
-        if self.is_alive():
-            self.queue.put(None)
-            self.join()
-        if self.error is not None:
-            raise self.error
+    m = re.fullmatch(r"(?:\[([^\]]+)\]|([^:\[\]]*)):(\d+)|(\d+)", text.strip())
+    if m is None:
+        raise InputError(f"--serve {text!r} is not HOST:PORT (e.g. 127.0.0.1:8080)")
+    port = int(m.group(3) or m.group(4))
+    if not 0 <= port <= 65535:
+        raise InputError(f"--serve {text!r}: port must be in 0..65535")
+    host = m.group(1) or m.group(2) or "127.0.0.1"
+    return host, port
 
 
-def run(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class Outputs:
+    """What a run writes and shows; the apps fill it from their own flags."""
+
+    video: Path | None = None
+    masks: Path | None = None
+    jsonl: Path | None = None
+    show: bool = False
+    serve: tuple[str, int] | None = None
+
+
+def load_segmenter(args: argparse.Namespace) -> Segmenter:
+    """The model from --model/--size/--device, with a loud banner when its weights are random."""
     import torch
-    from tqdm import tqdm
 
     import rtvos
-    from rtvos.io import InputError, open_source, read_mask
     from rtvos.models import RandomWeightsWarning
 
-    if args.source is None:
-        source, mask_path = sample_paths()
-        if args.mask:
-            mask_path = Path(args.mask)
-        print(f"rtvos segment: no source given, using the shipped sample clip {source}", file=sys.stderr)
-    else:
-        source = args.source
-        if not args.mask:
-            raise InputError("--mask FIRST.png is required when a SOURCE is given")
-        mask_path = Path(args.mask)
-    first_mask, palette = read_mask(mask_path)
+    if args.threads is not None:
+        if args.threads < 1:
+            from rtvos.io import InputError
 
+            raise InputError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RandomWeightsWarning)
         model = rtvos.load_model(args.model)
     if any(issubclass(w.category, RandomWeightsWarning) for w in caught) or not model.meta.get("trained"):
         print("!" * 100 + f"\n!! WARNING: {model.meta.get('source')}: the model is NOT TRAINED; masks are "
               "meaningless (plumbing only).\n" + "!" * 100, file=sys.stderr)
-    seg = rtvos.Segmenter(model, size=args.size, device=torch.device(args.device), mask_resolution=args.mask_resolution)
-    size = seg.size[0] if seg.size[0] == seg.size[1] else seg.size
+    seg = rtvos.Segmenter(model, size=args.size, device=torch.device(args.device),
+                          mask_resolution=args.mask_resolution, backend=args.backend, precision=args.precision)
+    if not getattr(args, "quiet", False):
+        print(f"rtvos: model {model.meta.get('source', args.model)}, S={seg.size[0]} backend {seg.backend.name} "
+              f"{args.precision} on {seg.device}", file=sys.stderr)
+    return seg
 
-    src = open_source(source)
-    out = Path(args.out) if args.out else Path("rtvos_out") / src.name
-    out.mkdir(parents=True, exist_ok=True)
-    writer = _Writer(out, palette, src.fps, masks=not args.no_masks, video=not args.no_video)
-    writer.start()
-    n = 0
-    t0 = time.perf_counter()
-    model_ms: list[float] = []
-    failure: BaseException | None = None
-    # disable=None: tqdm turns itself off when stderr is not a terminal (CI logs, pipes).
-    bar = tqdm(total=src.num_frames, unit="frame", disable=True if args.quiet else None, file=sys.stderr)
+
+def safe_name(name: str) -> str:
+    """A source name usable as a folder name (stream names can hold ':' or '/')."""
+    return re.sub(r"[^\w.-]+", "_", name).strip("._") or "stream"
+
+
+def source_spec(text: str) -> str | int:
+    """A bare number is a webcam index; anything else (path, /dev/videoN, URL) goes to open_source as is."""
+    return int(text) if text.isdigit() else text
+
+
+def run_stream(
+    cmd: str,
+    args: argparse.Namespace,
+    source: str | int | Path,
+    outputs: Outputs | Callable[[Any], Outputs],
+    *,
+    mask_path: Path | None = None,
+) -> int:
+    """Open the source, resolve the first mask, run the pipeline into ``outputs``, print the summary.
+
+    ``outputs`` may be a function of the opened source (the default folder is named after it). Cheap checks
+    (box syntax, display, address, mask file) come before the source is opened and the model loaded.
+    """
+    from rtvos.io import DAVIS_PALETTE, InputError, open_source, read_mask
+    from rtvos.io.prompt import parse_box
+    from rtvos.pipeline import Pipeline, PipelineConfig
+
+    mask_path = mask_path or (Path(args.mask) if args.mask else None)
+    if args.max_frames is not None and args.max_frames < 1:
+        raise InputError(f"--max-frames must be >= 1, got {args.max_frames}")
+    if mask_path is not None and args.box:
+        raise InputError("give either --mask or --box, not both")
+    if args.box:
+        parse_box(args.box)  # syntax now; the frame bounds once the first frame is in hand
+    first_mask: np.ndarray | None = None
+    palette = DAVIS_PALETTE.copy()
+    if mask_path is not None:
+        first_mask, palette = read_mask(mask_path)
+
+    kwargs = {k: v for k, v in (("transport", args.transport), ("policy", args.policy)) if v is not None}
+    src = open_source(source, **kwargs)
+    view: Any = None
     try:
-        with src:
-            for frame in src:
-                if args.max_frames is not None and n >= args.max_frames:
-                    break
-                if n == 0 and frame.image.shape[:2] != first_mask.shape:
-                    raise InputError(
-                        f"mask {mask_path} is {first_mask.shape[1]}x{first_mask.shape[0]} but the frames of "
-                        f"{source} are {frame.image.shape[1]}x{frame.image.shape[0]}"
-                    )
-                res = seg.step(frame.image, first_mask if n == 0 else None)
-                model_ms.append(res.total_ms)
-                writer.put((n, frame.image, res.mask))
-                n += 1
-                bar.update(1)
-    except BaseException as e:  # flush what was produced before reporting
-        failure = e
-    finally:
-        bar.close()
+        outs = outputs(src) if callable(outputs) else outputs
+        if first_mask is None and not args.box and outs.serve is None:
+            raise InputError("a first mask is needed when a SOURCE is given: --mask FIRST.png, --box X,Y,W,H, "
+                             "or --serve to drag a box in the browser")
+        if outs.show:
+            from rtvos.io.sinks import WindowSink
+
+            WindowSink.check_display()
+        size = tuple(getattr(src, "size", (0, 0)))
+        if first_mask is not None and size[0] > 0 and first_mask.shape != size:
+            raise InputError(_mask_size_error(mask_path, first_mask, source, size))
+
+        seg = load_segmenter(args)
+        if outs.serve is not None:
+            from rtvos.web import LiveView
+
+            view = LiveView(*outs.serve)
+            print(f"rtvos {cmd}: live view at {view.start()}", file=sys.stderr, flush=True)
+        sinks = _build_sinks(outs, palette, view, src)
+        provider = _first_mask_provider(cmd, args, first_mask, mask_path, source, view)
+        config = PipelineConfig(max_frames=args.max_frames, progress="off" if args.quiet else "auto",
+                                drop_stale=False if args.policy == "block" else None)
+        pipe = Pipeline(src, seg, sinks, provider, palette=palette, config=config)
         try:
-            writer.finish()
-        except BaseException as e:
-            failure = failure or e
-    if failure is not None:
-        if n:
-            print(f"rtvos segment: wrote {writer.written} frame(s) to {out} before stopping", file=sys.stderr)
-        raise failure
-    if n == 0:
-        raise InputError(f"no frames decoded from {source}")
-    wall = time.perf_counter() - t0
-    med = float(np.median(model_ms[1:] or model_ms))
-    print(f"segmented {n} frames of {src.name} in {wall:.1f} s ({n / wall:.1f} fps end to end, "
-          f"model step median {med:.1f} ms at S={size})")
-    if not args.no_masks:
-        print(f"masks:   {out}/%05d.png")
-    if not args.no_video:
-        print(f"overlay: {out / 'overlay.mp4'}")
+            summary = pipe.run()
+        except BaseException:
+            done = pipe.summary().frames
+            if done:
+                where = ", ".join(str(p) for p in (outs.masks, outs.video, outs.jsonl) if p) or "the sinks"
+                print(f"rtvos {cmd}: wrote {done} frame(s) to {where} before stopping", file=sys.stderr)
+            raise
+    finally:
+        src.close()
+        if view is not None:
+            view.close()
+    if summary.frames == 0:
+        if summary.interrupted:
+            print(f"rtvos {cmd}: stopped before the first frame ({summary.stop_reason})", file=sys.stderr)
+            return 0
+        raise InputError(f"no frames decoded from {getattr(src, 'name', source)}")
+    s = seg.size
+    print(summary.describe() + f"\nmodel: S={s[0] if s[0] == s[1] else s}, {args.device}")
+    for sink in sinks:
+        if sink.name != "live" and (line := sink.describe()):
+            print(line)
     return 0
+
+
+def _mask_size_error(path: Path | None, mask: np.ndarray, source: Any, size: tuple[int, ...]) -> str:
+    from rtvos.io import redact_url
+
+    return (f"mask {path} is {mask.shape[1]}x{mask.shape[0]} but the frames of {redact_url(str(source))} are "
+            f"{size[1]}x{size[0]}")
+
+
+def _build_sinks(outs: Outputs, palette: np.ndarray, view: Any, src: Any) -> list[Sink]:
+    from rtvos.io.sinks import JsonlSink, LiveViewSink, MaskSink, VideoSink, WindowSink
+
+    sinks: list[Sink] = []
+    # Viewers first: they are what a person watches, so they get each frame before the encoders.
+    if view is not None:
+        sinks.append(LiveViewSink(view))
+    if outs.show:
+        sinks.append(WindowSink(title=f"rtvos: {getattr(src, 'name', '')}"))
+    if outs.masks is not None:
+        sinks.append(MaskSink(outs.masks, palette))
+    if outs.video is not None:
+        sinks.append(VideoSink(outs.video))
+    if outs.jsonl is not None:
+        sinks.append(JsonlSink(outs.jsonl))
+    return sinks
+
+
+def _first_mask_provider(
+    cmd: str, args: argparse.Namespace, mask: np.ndarray | None, mask_path: Path | None, source: Any, view: Any
+) -> Callable[[Frame], np.ndarray]:
+    """The first mask as a function of the first frame: live sources only know that frame once it arrives."""
+    from rtvos.io import InputError
+    from rtvos.io.prompt import box_to_mask, parse_box
+
+    def from_file(frame: Frame) -> np.ndarray:
+        assert mask is not None
+        if mask.shape != frame.image.shape[:2]:
+            raise InputError(_mask_size_error(mask_path, mask, source, frame.image.shape[:2]))
+        return mask
+
+    def from_box(frame: Frame) -> np.ndarray:
+        return box_to_mask(frame.image, parse_box(args.box, frame.image.shape[:2]))
+
+    def from_browser(frame: Frame) -> np.ndarray:
+        view.request_box(frame.image)
+        print(f"rtvos {cmd}: drag a box around the object at {view.url} (Ctrl-C to quit)",
+              file=sys.stderr, flush=True)
+        while (box := view.wait_box(timeout=0.5)) is None:
+            if view.closed:
+                raise InputError("the live view closed before a box was drawn")
+        print(f"rtvos {cmd}: box {','.join(map(str, box))}, segmenting", file=sys.stderr, flush=True)
+        return box_to_mask(frame.image, box)
+
+    if mask is not None:
+        return from_file
+    if args.box:
+        return from_box
+    return from_browser
+
+
+def run(args: argparse.Namespace) -> int:
+    from rtvos.io import InputError
+
+    mask_path = Path(args.mask) if args.mask else None
+    if args.source is None:
+        source: str | int | Path
+        source, sample_mask = sample_paths()
+        if mask_path is None and not args.box:
+            mask_path = sample_mask
+        print(f"rtvos segment: no source given, using the shipped sample clip {source}", file=sys.stderr)
+    else:
+        source = source_spec(args.source)
+        if mask_path is None and not args.box and args.serve is None:
+            raise InputError("--mask FIRST.png (or --box X,Y,W,H, or --serve to draw a box) is required "
+                             "when a SOURCE is given")
+    serve = parse_serve(args.serve) if args.serve is not None else None
+
+    def outputs(src: Any) -> Outputs:
+        out = Path(args.out) if args.out else Path("rtvos_out") / safe_name(str(src.name))
+        return Outputs(
+            video=None if args.no_video else out / "overlay.mp4",
+            masks=None if args.no_masks else out,
+            jsonl=Path(args.jsonl) if args.jsonl else None,
+            show=args.show,
+            serve=serve,
+        )
+
+    return run_stream("segment", args, source, outputs, mask_path=mask_path)

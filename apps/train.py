@@ -33,6 +33,25 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--cache-mb", type=int, default=1024, help="per-worker decoded-video cache (default 1024)")
     p.add_argument("--stop-at", type=int, default=None, metavar="STEP",
                    help="end this run after STEP (checkpointed), keeping the --iters schedule; continue with --resume")
+    b = p.add_argument_group("beyond the paper (label-free)")
+    b.add_argument("--teacher", choices=("none", "dis"), default="none",
+                   help="distil OpenCV DIS optical flow (classical, unsupervised) into f4 (default none)")
+    b.add_argument("--teacher-weight", type=float, default=0.1, help="weight of the teacher's robust L1 (default 0.1)")
+    b.add_argument("--teacher-preset", choices=("ultrafast", "fast", "medium"), default="medium",
+                   help="DIS preset (default medium)")
+    b.add_argument("--no-teacher-fb", dest="teacher_fb", action="store_false",
+                   help="do not mask the teacher by its forward-backward consistency")
+    b.add_argument("--teacher-loss", choices=("l1", "l2"), default="l1",
+                   help="robust L1 (Charbonnier) or squared end-point error to the teacher (default l1)")
+    b.add_argument("--optim", choices=("sgd", "adamw"), default="sgd", help="optimiser (default sgd, the paper's)")
+    b.add_argument("--color", choices=("rgb", "lab"), default="rgb", help="reconstruction colour space (default rgb)")
+    v = p.add_argument_group("validation (annotated dev set; scored, never trained on)")
+    v.add_argument("--val-root", default=None, help="DAVIS-layout root; enables validation and best.pt")
+    v.add_argument("--val-set", default="dev", help="sequence set (default dev)")
+    v.add_argument("--val-dataset", default="davis2017", help="dataset reader (default davis2017)")
+    v.add_argument("--val-every", type=int, default=0, help="validate every N steps (0: at the end only)")
+    v.add_argument("--val-size", type=int, default=None, help="Segmenter input size (default: --size)")
+    v.add_argument("--val-max-frames", type=int, default=None, help="score only the first K frames per sequence")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=run)
 
@@ -46,8 +65,14 @@ def run(args: argparse.Namespace) -> int:
         gap_range=tuple(args.gap_range) if args.gap_range else None, workers=args.workers,
         ckpt_every=args.ckpt_every, log_every=args.log_every, resume=args.resume, exclude=list(args.exclude),
         seed=args.seed, device=args.device, cache_mb=args.cache_mb, quiet=args.quiet, stop_at=args.stop_at,
+        teacher=args.teacher, teacher_weight=args.teacher_weight, teacher_preset=args.teacher_preset,
+        teacher_fb=args.teacher_fb, teacher_loss=args.teacher_loss, color=args.color, optim=args.optim, val_root=args.val_root, val_set=args.val_set,
+        val_dataset=args.val_dataset, val_every=args.val_every, val_size=args.val_size,
+        val_max_frames=args.val_max_frames,
     )
     res = train(cfg)
     if res.checkpoint is not None:
         print(f"checkpoint: {res.checkpoint}")
+    if res.val:
+        print(f"dev J&F at step {res.val[-1]['step']:.0f}: {res.val[-1]['jf']:.4f}")
     return 0

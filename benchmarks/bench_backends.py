@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from typing import Any
 
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 import rtvos
+from rtvos import bench as rb
 from rtvos.backends import backend_status, create_backend
 from rtvos.data.synthetic import make_synthetic_clip
 from rtvos.segmenter import Segmenter
@@ -36,11 +36,6 @@ def perturbed_model(name: str, seed: int = 0) -> torch.nn.Module:
     return m
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    ids = np.union1d(np.unique(a), np.unique(b))
-    return float(np.mean([np.logical_and(a == i, b == i).sum() / np.logical_or(a == i, b == i).sum() for i in ids]))
-
-
 def _clip_run(seg: Segmenter, clip: Any) -> tuple[list[np.ndarray], list[torch.Tensor]]:
     masks, flows = [], []
     for i, (frame, mask) in enumerate(zip(clip.frames, clip.masks)):
@@ -52,20 +47,17 @@ def _clip_run(seg: Segmenter, clip: Any) -> tuple[list[np.ndarray], list[torch.T
 
 
 def time_steps(backend: Any, size: int, device: torch.device, warmup: int, steps: int) -> list[float]:
+    """Backend step alone: CUDA events on a GPU, perf_counter_ns on CPU (rtvos.bench.StepTimer)."""
     x = torch.rand(1, 3, size, size, device=device)
+    timer = rb.StepTimer(device)
     with torch.inference_mode():
         prev = backend.embed(x)
         for _ in range(warmup):
             prev, _ = backend.step(x, prev)
         out = []
         for _ in range(steps):
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            t = time.perf_counter()
-            prev, flow = backend.step(x, prev)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            out.append((time.perf_counter() - t) * 1e3)
+            (prev, _), ms = timer.time(lambda prev=prev: backend.step(x, prev))
+            out.append(ms)
     return out
 
 
@@ -90,7 +82,9 @@ def main() -> None:
     model = perturbed_model(args.model).to(device)
     status = backend_status()
     rows = []
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {device}, model {args.model}")
+    machine = rb.machine_info()
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {device}, model {args.model}; "
+          f"{machine['cpu']}, load avg {machine['loadavg_start']}")
     print(f"{'backend':<16}{'prec':<6}{'S':>5}{'p50 ms':>10}{'p95 ms':>10}{'build s':>9}{'min IoU':>9}"
           f"{'flow maxdiff':>14}  note")
     for size in args.sizes:
@@ -123,17 +117,18 @@ def main() -> None:
                     rows.append(row)
                     print(f"{name:<16}{prec:<6}{size:>5}{'-':>10}{'-':>10}{'-':>9}{'-':>9}{'-':>14}  {row['note']}")
                     continue
-                q = statistics.quantiles(ms, n=20)
-                row.update(p50_ms=statistics.median(ms), p95_ms=q[18], build_s=build_s)
+                lat = rb.summarize(ms)  # one percentile definition for every script (numpy's linear)
+                row.update(p50_ms=lat["p50_ms"], p95_ms=lat["p95_ms"], build_s=build_s)
                 # parity through the Segmenter, reusing the backend just timed (no second build)
                 seg = Segmenter(model, size, device, backend="eager")
                 seg.backend = backend
                 masks, flows = _clip_run(seg, clip)
-                row["min_iou"] = min(_iou(a, b) for a, b in zip(ref[0], masks))
+                row["min_iou"] = min(rb.mask_iou(a, b) for a, b in zip(ref[0], masks))
                 row["flow_maxdiff"] = max(float((a - b).abs().max()) for a, b in zip(ref[1], flows))
                 rows.append(row)
                 print(f"{name:<16}{prec:<6}{size:>5}{row['p50_ms']:>10.1f}{row['p95_ms']:>10.1f}{build_s:>9.1f}"
                       f"{row['min_iou']:>9.4f}{row['flow_maxdiff']:>14.2e}", flush=True)
+    print(f"load avg at the end {rb.loadavg()}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

@@ -18,7 +18,7 @@ from torch import Tensor
 from .backends import Backend, create_backend
 from .models.rpmnet import SIZE_MULTIPLE, RPMNet, resize_flow, warp
 
-__all__ = ["Segmenter", "SegmenterState", "StepResult", "to_model_input", "DEFAULT_SIZE"]
+__all__ = ["Segmenter", "SegmenterState", "StepResult", "to_model_input", "propagate_labels", "DEFAULT_SIZE"]
 
 DEFAULT_SIZE = 512  # the paper's S, used when a checkpoint does not record the size it was trained at
 
@@ -45,7 +45,7 @@ class SegmenterState:
     frame_index: int = -1
     frame_size: tuple[int, int] | None = None  # (H, W) of the stream
     object_ids: Tensor | None = None  # (K+1,) uint8, object_ids[0] == 0
-    labels: Tensor | None = None  # (H, W) int64 indices into object_ids: the mask at t−1
+    labels: Tensor | None = None  # (H, W) uint8 indices into object_ids: the mask at t−1
     prev_embedding: Tensor | None = None  # E(frame t−1), the cache that makes a step one embedding
     prev_input: Tensor | None = None  # preprocessed frame t−1, kept only when caching is off
 
@@ -71,6 +71,65 @@ def to_model_input(
         frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     x = torch.from_numpy(np.ascontiguousarray(frame)).to(device, non_blocking=True)
     return x.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+
+
+def propagate_labels(labels: Tensor, flow: Tensor, num_classes: int, mask_resolution: str = "full") -> Tensor:
+    """Reference propagation in PyTorch (any device): one-hot → D4 warp → argmax."""
+    onehot = F.one_hot(labels.long(), num_classes).permute(2, 0, 1).unsqueeze(0).float()
+    if mask_resolution == "full":
+        scores = warp(onehot, resize_flow(flow, tuple(labels.shape)))
+    else:
+        small = F.interpolate(onehot, size=flow.shape[-2:], mode="area")
+        scores = F.interpolate(warp(small, flow), size=labels.shape, mode="bilinear", align_corners=False)
+    # Pixels that sample outside the image get all-zero scores: argmax picks index 0, the background.
+    return scores[0].argmax(0)
+
+
+class _RemapPropagator:
+    """CPU fast path for full-resolution propagation: the same bilinear backward warp as `warp`, done by
+    cv2.remap one 8-bit object map at a time, with a running argmax (≈10x grid_sample on float one-hots at
+    854x480, and no H×W×K array is ever built).
+
+    cv2.resize(INTER_LINEAR) and remap share grid_sample's convention (align_corners=False, pixel centres at
+    integers, zero outside), so only the 8-bit score rounding differs from `propagate_labels`.
+    """
+
+    def __init__(self) -> None:
+        self._grid: tuple[tuple[int, int], np.ndarray, np.ndarray] | None = None
+
+    def _coords(self, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._grid is None or self._grid[0] != (h, w):
+            ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+            self._grid = ((h, w), ys, xs)
+        return self._grid[1], self._grid[2]
+
+    def propagate(self, labels: np.ndarray, flow: Tensor, num_classes: int) -> np.ndarray:
+        """labels: H×W indices (< 256); returns H×W uint8 indices."""
+        h, w = labels.shape
+        f = flow[0].detach().float().cpu().numpy()
+        fh, fw = f.shape[-2:]
+        ys, xs = self._coords(h, w)
+        map_y = cv2.resize(f[0], (w, h), interpolation=cv2.INTER_LINEAR)
+        map_y *= h / fh
+        map_y += ys
+        map_x = cv2.resize(f[1], (w, h), interpolation=cv2.INTER_LINEAR)
+        map_x *= w / fw
+        map_x += xs
+        # Fixed-point maps: what remap uses internally for float maps anyway, computed once for all K maps.
+        m1, m2 = cv2.convertMaps(map_x, map_y, cv2.CV_16SC2)
+        lab8 = labels if labels.dtype == np.uint8 else labels.astype(np.uint8)
+        best = idx = None
+        for k in range(num_classes):
+            score = cv2.remap(cv2.compare(lab8, k, cv2.CMP_EQ), m1, m2, cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            if best is None:
+                best, idx = score, np.zeros((h, w), np.uint8)
+                continue
+            better = score > best  # strict: ties keep the lower index, as argmax does
+            idx[better] = k
+            np.maximum(best, score, out=best)
+        # All-zero scores (sampled outside the image) keep index 0, the background, as in the reference.
+        return idx
 
 
 class Segmenter:
@@ -102,6 +161,7 @@ class Segmenter:
         self.mask_resolution = mask_resolution
         self.sync_timings = sync_timings and self.device.type == "cuda"
         self.state = SegmenterState()
+        self._remap = _RemapPropagator()  # scratch (coordinate grid), not stream state
 
     def reset(self) -> None:
         """Forget the stream (cache, mask, ids); the next step needs a mask again."""
@@ -145,7 +205,7 @@ class Segmenter:
                 clock.lap("match")
             st.labels = self.propagate(st.labels, flow, len(st.object_ids))
             clock.lap("propagate")
-            out = st.object_ids[st.labels].cpu().numpy()
+            out = self._ids_of(st.labels)
         clock.lap("postprocess")
 
         st.prev_embedding = emb
@@ -166,22 +226,26 @@ class Segmenter:
 
     def propagate(self, labels: Tensor, flow: Tensor, num_classes: int) -> Tensor:
         """Warp one binary map per object (background included) by D4 and take the argmax."""
-        onehot = F.one_hot(labels, num_classes).permute(2, 0, 1).unsqueeze(0).float()
-        if self.mask_resolution == "full":
-            scores = warp(onehot, resize_flow(flow, tuple(labels.shape)))
-        else:
-            small = F.interpolate(onehot, size=flow.shape[-2:], mode="area")
-            scores = F.interpolate(warp(small, flow), size=labels.shape, mode="bilinear", align_corners=False)
-        # Pixels that sample outside the image get all-zero scores: argmax picks index 0, the background.
-        return scores[0].argmax(0)
+        if self.mask_resolution == "full" and labels.device.type == "cpu" and num_classes <= 256:
+            return torch.from_numpy(self._remap.propagate(labels.numpy(), flow, num_classes))
+        return propagate_labels(labels, flow, num_classes, self.mask_resolution)
 
     def _labels_from_mask(self, mask: np.ndarray) -> tuple[Tensor, Tensor]:
-        present = np.unique(mask)
-        ids = np.union1d(present, [0]).astype(np.uint8)  # sorted, background first
-        lut = np.zeros(256, dtype=np.int64)
+        """Mask ids → uint8 indices into the sorted ids (≤ 256 classes, so indices fit in a byte)."""
+        ids = np.union1d(np.unique(mask), [0]).astype(np.uint8)  # sorted, background first
+        lut = np.zeros(256, dtype=np.uint8)
         lut[ids] = np.arange(len(ids))
-        labels = torch.from_numpy(lut[mask]).to(self.device)
+        labels = torch.from_numpy(cv2.LUT(mask, lut)).to(self.device)
         return labels, torch.from_numpy(ids).to(self.device)
+
+    def _ids_of(self, labels: Tensor) -> np.ndarray:
+        """Indices → object ids, as an H×W uint8 array on the host."""
+        ids = self.state.object_ids
+        if labels.device.type == "cpu":
+            lut = np.zeros(256, dtype=np.uint8)
+            lut[: len(ids)] = ids.numpy()
+            return cv2.LUT(labels.numpy().astype(np.uint8, copy=False), lut)
+        return ids[labels.long()].cpu().numpy()
 
     # -- checks ----------------------------------------------------------------------------------------------
     @staticmethod

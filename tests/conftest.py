@@ -1,3 +1,9 @@
+import os
+
+# Before torch is imported: sleeping OpenMP workers. Spinning ones made steps ~10-30x slower on a loaded
+# 2-core machine (CI runners are shared), see apps/cli.py.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import warnings
 
 import pytest
@@ -11,3 +17,15 @@ def _quiet_random_weights():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomWeightsWarning)
         yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    # ONNX exports etc. go to a per-session folder, not the user's ~/.cache (subprocess CLIs inherit it).
+    old = os.environ.get("RTVOS_CACHE")
+    os.environ["RTVOS_CACHE"] = str(tmp_path_factory.mktemp("rtvos-cache"))
+    yield
+    if old is None:
+        os.environ.pop("RTVOS_CACHE", None)
+    else:
+        os.environ["RTVOS_CACHE"] = old

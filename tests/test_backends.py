@@ -328,3 +328,31 @@ def test_triton_kernel_matches_torch_in_interpreter() -> None:
     worst = float(res.stdout.strip().splitlines()[-1])
     print(f"\n[triton interpreter] max |diff| vs PyTorch kernel: {worst:.2e}")
     assert worst < 1e-4
+
+
+def test_auto_backend_picks_onnx_on_cpu_and_falls_back_to_eager(monkeypatch):
+    import warnings
+
+    import rtvos.backends as backends
+
+    model = rtvos.create_model("rpmnet_r18").eval()
+    cpu = torch.device("cpu")
+    expected = "onnx" if backends.backend_status()["onnx"] == "available" else "eager"
+    assert backends.resolve_backend("auto", cpu) == expected
+    assert backends.resolve_backend("auto", cpu, "fp16") == "eager"  # no fp16 CPU path is faster than eager
+    assert backends.resolve_backend("compile", cpu) == "compile"  # explicit names pass through
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("export exploded")
+
+    monkeypatch.setitem(backends._BACKENDS, "onnx", broken)
+    monkeypatch.setitem(backends._PROBES, "onnx", lambda: None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        b = backends.create_backend("auto", model, (64, 64), cpu)
+    assert b.name == "eager"
+    assert any("export exploded" in str(w.message) for w in caught)
+    with pytest.raises(RuntimeError, match="export exploded"):  # an explicit request is not silently replaced
+        backends.create_backend("onnx", model, (64, 64), cpu)
+    with pytest.raises(ValueError, match="unknown backend 'nope'"):
+        backends.create_backend("nope", model, (64, 64), cpu)

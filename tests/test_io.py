@@ -177,9 +177,14 @@ def test_folder_with_corrupt_image(tmp_path: Path) -> None:
         list(open_source(tmp_path))
 
 
-def test_url_is_rejected_for_now() -> None:
-    with pytest.raises(InputError, match="rtsp://cam/1"):
-        open_source("rtsp://cam/1")
+def test_unreachable_stream_is_an_input_error() -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on: the connection is refused at once, no DNS involved
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(InputError, match=f"rtsp://127.0.0.1:{port}/1"):
+        open_source(f"rtsp://127.0.0.1:{port}/1", open_timeout_s=3)
 
 
 @pytest.mark.parametrize("mid_packet", [True, False], ids=["mid-packet", "packet-boundary"])
@@ -352,3 +357,17 @@ def test_overlay_matches_numpy_reference() -> None:
     np.testing.assert_array_equal(got, ref.astype(np.uint8))
     empty = np.zeros_like(ids)
     np.testing.assert_array_equal(overlay(frame, empty), frame)
+
+
+def test_fragmented_writer_for_live_streams(tmp_path: Path) -> None:
+    """Fragmented MP4 (live sinks): decodable, every frame present; a fragment per keyframe, no moov index."""
+    from rtvos.io import VideoWriter
+
+    path = tmp_path / "live.mp4"
+    with VideoWriter(path, fps=25, fragmented=True) as w:
+        for i in range(30):
+            w.write(np.full((120, 160, 3), i * 8, np.uint8))
+    frames = [f.image for f in open_source(path)]
+    assert len(frames) == 30
+    assert abs(int(frames[-1].mean()) - 29 * 8) <= 3
+    assert b"moof" in path.read_bytes()  # really fragmented (a faststart file has no moof box)

@@ -168,3 +168,19 @@ def test_load_model_random_warns():
     assert m.meta["trained"] is False
     with pytest.raises(ValueError, match="unknown model"):
         load_model("nonsense")
+
+
+def test_named_random_init_is_reproducible_and_leaves_the_global_rng_alone():
+    import warnings
+
+    from rtvos.models import RandomWeightsWarning, load_model
+
+    torch.manual_seed(123)
+    before = torch.rand(3)
+    torch.manual_seed(123)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomWeightsWarning)
+        a, b = load_model("rpmnet_r18"), load_model("rpmnet_r18")
+    assert torch.equal(torch.rand(3), before)  # the caller's stream is not advanced or reseeded
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), name

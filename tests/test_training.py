@@ -158,3 +158,136 @@ def test_davis_frames_and_exclude(tmp_path: Path) -> None:
         find_clips([root], exclude=["480p"])
     ref, tar = PairDataset(clips, size=64, gap=5)[(2, 0)]
     assert ref.shape == tar.shape == (3, 64, 64) and not torch.equal(ref, tar)
+
+
+# -- beyond the paper: DIS teacher, Lab reconstruction; validation hook ---------------------------------------
+def _textured(h: int, w: int, seed: int = 0) -> np.ndarray:
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    return cv2.GaussianBlur((rng.random((h, w, 3)) * 255).astype(np.uint8), (7, 7), 2)
+
+
+def test_dis_teacher_matches_f4_convention() -> None:
+    from training.teacher import DISTeacher
+
+    img = _textured(200, 200)
+    ref = img[20:148, 20:148].copy()
+    tar = img[28:156, 12:140].copy()  # tar(y, x) = ref(y + 8, x - 8): f4 = (dy, dx) = (+8, -8) / 4
+    f4, weight = DISTeacher("medium")(ref, tar)
+    assert f4.shape == (2, 32, 32) and weight.shape == (1, 32, 32)
+    inner = (slice(3, 29), slice(3, 29))
+    assert torch.allclose(f4[0][inner].median(), torch.tensor(2.0), atol=0.1)
+    assert torch.allclose(f4[1][inner].median(), torch.tensor(-2.0), atol=0.1)
+    assert float(weight[0][inner].mean()) > 0.6
+    # a failed flow (images unrelated) is masked out by the forward-backward check
+    _, w_bad = DISTeacher("medium")(ref, _textured(128, 128, seed=7))
+    assert float(w_bad.mean()) < float(weight.mean())
+    # the model's own warp, driven by the teacher, rebuilds the target from the reference
+    from rtvos.models import RPMNet
+
+    r = RPMNet.downsample(torch.from_numpy(ref).permute(2, 0, 1)[None].float() / 255)
+    t = RPMNet.downsample(torch.from_numpy(tar).permute(2, 0, 1)[None].float() / 255)
+    warped = RPMNet.warp(r, f4[None])
+    err_teacher = (warped - t)[..., 3:29, 3:29].abs().mean()
+    err_identity = (r - t)[..., 3:29, 3:29].abs().mean()
+    assert err_teacher < 0.3 * err_identity, (err_teacher, err_identity)
+
+
+def test_lab_matches_opencv() -> None:
+    import cv2
+
+    from training.teacher import rgb_to_lab
+
+    x = np.random.default_rng(0).random((5, 7, 3)).astype(np.float32)
+    ours = rgb_to_lab(torch.from_numpy(x).permute(2, 0, 1)[None])[0].permute(1, 2, 0).numpy() * 100
+    np.testing.assert_allclose(ours, cv2.cvtColor(x, cv2.COLOR_RGB2Lab), atol=0.5)
+
+
+@pytest.mark.parametrize("kind", ["l1", "l2"])
+def test_teacher_loss_decreases_on_fixed_pair(kind: str) -> None:
+    from training.teacher import DISTeacher
+
+    torch.manual_seed(0)
+    img = _textured(120, 120, seed=1)
+    ref_np, tar_np = img[20:84, 20:84].copy(), img[24:88, 16:80].copy()
+    flow, weight = DISTeacher("medium")(ref_np, tar_np)
+    ref = torch.from_numpy(ref_np).permute(2, 0, 1)[None].float().div(255).repeat(2, 1, 1, 1)
+    tar = torch.from_numpy(tar_np).permute(2, 0, 1)[None].float().div(255).repeat(2, 1, 1, 1)
+    flow, weight = flow[None].repeat(2, 1, 1, 1), weight[None].repeat(2, 1, 1, 1)
+    model = rtvos.create_model("rpmnet_r18").train()
+    opt = make_optimizer(model, TrainConfig(data=[], out="", lr=0.01))
+    parts: list[dict[str, float]] = []
+    losses = []
+    for _ in range(5):
+        p: dict[str, float] = {}
+        losses.append(float(train_step(model, opt, ref, tar, lr=0.01, teacher=flow, weight=weight,
+                                       teacher_weight=0.1, color="lab", parts=p, teacher_loss=kind)))
+        parts.append(p)
+    assert set(parts[0]) == {"recon", "teacher"}
+    assert losses[-1] < losses[0] and parts[-1]["teacher"] < parts[0]["teacher"], (losses, parts)
+
+
+def _davis_root(tmp_path: Path) -> Path:
+    root = tmp_path / "davis_dev"
+    for i, name in enumerate(("alpha", "beta")):
+        clip = make_synthetic_clip(num_frames=6, height=64, width=80, seed=10 + i, speed=2.0)
+        paths = write_synthetic_clip(clip, tmp_path / "raw" / name, as_video=False, as_frames=True)
+        for kind, src in (("JPEGImages", paths.frames_dir), ("Annotations", paths.masks_dir)):
+            (root / kind / "480p").mkdir(parents=True, exist_ok=True)
+            src.rename(root / kind / "480p" / name)
+    (root / "ImageSets" / "2017").mkdir(parents=True)
+    (root / "ImageSets" / "2017" / "dev.txt").write_text("alpha\nbeta\n")
+    return root
+
+
+def test_validation_hook_keeps_best(videos: Path, tmp_path: Path) -> None:
+    import json
+
+    from rtvos.eval import load_dataset
+    from training.train import validate
+
+    dev = _davis_root(tmp_path)
+    out = tmp_path / "run"
+    res = train(_cfg(videos, out, iters=4, lr=0.05, workers=1, teacher="dis", teacher_preset="fast",
+                     val_root=str(dev), val_set="dev", val_every=2))
+    assert [int(v["step"]) for v in res.val] == [2, 4]
+    with open(out / "val_log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [2, 4] and all(0 <= float(r["jf"]) <= 1 for r in rows)
+    with open(out / "train_log.csv") as f:
+        assert all(float(r["teacher"]) > 0 and float(r["recon"]) > 0 for r in csv.DictReader(f))
+    best = json.loads((out / "best.json").read_text())
+    top = max(res.val, key=lambda v: v["jf"])
+    assert best["step"] == int(top["step"]) and best["jf"] == pytest.approx(top["jf"])
+    model = rtvos.load_model(out / "best.pt")
+    assert model.meta["iterations"] == best["step"] and "DIS" in str(model.meta["recipe"])
+    # best.pt really holds the scored weights: rescoring it gives the same J&F
+    again = validate(model, load_dataset(dev, "davis2017", "dev"), size=64)
+    assert again["jf"] == pytest.approx(best["jf"], abs=1e-6)
+    assert again["frames"] == 12
+
+
+def test_bad_recipe_options(videos: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="--teacher"):
+        train(_cfg(videos, tmp_path / "o", teacher="raft"))
+    with pytest.raises(ValueError, match="--teacher-loss"):
+        train(_cfg(videos, tmp_path / "o", teacher="dis", teacher_loss="huber"))
+    with pytest.raises(ValueError, match="--optim"):
+        train(_cfg(videos, tmp_path / "o", optim="lbfgs"))
+    with pytest.raises(ValueError, match="--val-size"):
+        train(_cfg(videos, tmp_path / "o", val_size=100))
+    with pytest.raises(ValueError, match="DAVIS root|not found|missing"):
+        train(_cfg(videos, tmp_path / "o", val_root=str(tmp_path / "nope")))
+    assert not (tmp_path / "o").exists()
+
+
+def test_extract_frames_feeds_training(videos: Path, tmp_path: Path) -> None:
+    from training.extract import extract_all
+
+    n = extract_all(videos, tmp_path / "frames", short=48)
+    clips = find_clips([tmp_path / "frames"])
+    assert [c.kind for c in clips] == ["frames", "frames"] and sum(c.num_frames for c in clips) == n == 32
+    assert extract_all(videos, tmp_path / "frames", short=48) == n  # finished folders are skipped
+    ref, tar = PairDataset(clips, size=64, gap=3)[(0, 0)]
+    assert ref.shape == tar.shape == (3, 64, 64)

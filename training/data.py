@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,7 +123,7 @@ def _resize_short(img: np.ndarray, short: int) -> np.ndarray:
     return cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
 
 
-class PairDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+class PairDataset(Dataset[tuple[torch.Tensor, ...]]):
     """Item key (index, epoch) → (ref, tar) uint8 3×S×S tensors with identical crop/scale/flip.
 
     Index i enumerates (clip, target frame t) for every t ≥ gap_max, so all gaps fit in every clip.
@@ -140,6 +140,7 @@ class PairDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         flip: bool = True,
         cache_short: int | None = None,
         cache_mb: int = 1024,
+        teacher: Callable[[np.ndarray, np.ndarray], tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> None:
         if size < 16:
             raise ValueError(f"size must be >= 16, got {size}")
@@ -153,6 +154,7 @@ class PairDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self.scale_range, self.flip = scale_range, flip
         self.cache_short = cache_short or size
         self.cache_bytes = cache_mb * 2**20
+        self.teacher = teacher  # e.g. DISTeacher: runs in the worker on the augmented pair
         usable = [max(0, c.num_frames - hi) for c in self.clips]
         if sum(usable) == 0:
             longest = max(c.num_frames for c in self.clips)
@@ -209,7 +211,8 @@ class PairDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         ci = int(np.searchsorted(self._offsets, index, side="right") - 1)
         return ci, int(index - self._offsets[ci]) + self.gap_max
 
-    def __getitem__(self, key: tuple[int, int] | int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: tuple[int, int] | int) -> tuple[torch.Tensor, ...]:
+        """(ref, tar) uint8 3×S×S; with a teacher also its (2×S/4×S/4 flow, 1×S/4×S/4 weight)."""
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         ci, t = self.locate(int(index))
         rng = np.random.default_rng([self.seed, int(epoch), int(index)])
@@ -223,7 +226,11 @@ class PairDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             ref, tar = self._read_image(clip.files[t - gap]), self._read_image(clip.files[t])
         if ref.shape != tar.shape:
             raise ValueError(f"{clip.path}: frames {t - gap} and {t} differ in size")
-        return self._augment(ref, tar, rng)
+        a, b = self._augment(ref, tar, rng)
+        if self.teacher is None:
+            return a, b
+        flow, weight = self.teacher(a.permute(1, 2, 0).numpy(), b.permute(1, 2, 0).numpy())
+        return a, b, flow, weight
 
     def _augment(self, ref: np.ndarray, tar: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """One square crop (random scale of the short side and position), resize to S, optional flip: both frames."""

@@ -13,7 +13,10 @@ from torch import Tensor
 
 from ..models.rpmnet import RPMNet
 
-__all__ = ["Backend", "EagerBackend", "register_backend", "create_backend", "list_backends", "backend_status"]
+__all__ = ["Backend", "EagerBackend", "register_backend", "create_backend", "list_backends", "backend_status",
+           "resolve_backend", "AUTO"]
+
+AUTO = "auto"  # the fastest backend verified on this device (see resolve_backend)
 
 
 class Backend:
@@ -80,15 +83,34 @@ def backend_status() -> dict[str, str]:
     return out
 
 
+def resolve_backend(name: str, device: torch.device, precision: str = "fp32") -> str:
+    """Map "auto" to a concrete backend: ONNX Runtime on CPU (about 1.5-2x eager there, parity-tested),
+    eager elsewhere (the GPU backends have not been verified on a GPU in this project yet)."""
+    if name != AUTO:
+        return name
+    if torch.device(device).type == "cpu" and precision == "fp32" and _PROBES["onnx"]() is None:
+        return "onnx"
+    return "eager"
+
+
 def create_backend(
     name: str, model: RPMNet, size: tuple[int, int], device: torch.device, precision: str = "fp32"
 ) -> Backend:
-    if name not in _BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; expected one of {list_backends()}")
-    reason = _PROBES[name]()
+    if name != AUTO and name not in _BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; expected one of {[AUTO, *list_backends()]}")
+    chosen = resolve_backend(name, device, precision)
+    reason = _PROBES[chosen]()
     if reason is not None:
-        raise RuntimeError(f"backend {name!r} is not available here: {reason}")
-    return _BACKENDS[name](model, size, device, precision)
+        raise RuntimeError(f"backend {chosen!r} is not available here: {reason}")
+    if name != AUTO or chosen == "eager":
+        return _BACKENDS[chosen](model, size, device, precision)
+    try:
+        return _BACKENDS[chosen](model, size, device, precision)
+    except Exception as e:  # auto must never be worse than eager: fall back, and say why
+        import warnings
+
+        warnings.warn(f"backend 'auto': {chosen} failed ({type(e).__name__}: {e}); using eager", stacklevel=2)
+        return _BACKENDS["eager"](model, size, device, precision)
 
 
 # -- optional backends: registered by name here, imported only when probed or created ----------------------------

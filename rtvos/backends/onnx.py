@@ -325,6 +325,10 @@ class OnnxBackend(Backend):
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if intra_op_threads is not None:  # default: one per physical core; benchmarks pin it to match torch's
             opts.intra_op_num_threads = intra_op_threads
+        # Spinning worker threads steal the cores the decoder, encoder and other processes need; on a shared
+        # 2-core machine they made steps several times slower. Sleep between ops instead.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         self.sessions = {
             kind: ort.InferenceSession(str(p), sess_options=opts, providers=self.providers)
             for kind, p in self.paths.items()

@@ -1,5 +1,6 @@
-"""Input/output: frame sources, MP4 writing, DAVIS masks and overlays."""
+"""Input/output: frame sources (files, folders, webcams, streams), MP4 writing, DAVIS masks and overlays."""
 
+from .live import LiveSource, NetworkSource, WebcamSource, redact_text, redact_url
 from .masks import DAVIS_PALETTE, davis_palette, read_mask, write_mask
 from .overlay import object_boundaries, overlay
 from .video import (
@@ -20,12 +21,17 @@ __all__ = [
     "FrameSource",
     "ImageFolderSource",
     "InputError",
+    "LiveSource",
+    "NetworkSource",
     "VideoFileSource",
     "VideoWriter",
+    "WebcamSource",
     "davis_palette",
     "object_boundaries",
     "open_source",
     "overlay",
     "read_mask",
+    "redact_text",
+    "redact_url",
     "write_mask",
 ]

@@ -1,19 +1,21 @@
-"""Frame sources (video files, image folders) and an H.264 MP4 writer.
+"""Frame sources (video files, image folders, live streams) and an H.264 MP4 writer.
 
 Every bad-input problem surfaces as :class:`InputError` with a one-line
 message naming the offending path/value, so the CLI can print ``str(err)``
 and exit non-zero instead of dumping a traceback from FFmpeg or PIL.
 
 The source API is deliberately small (iterate :class:`Frame` objects, read
-``fps``/``size``/``num_frames``/``name``, ``close()``) so that live sources
-(webcams, RTSP) can be added later as further :class:`FrameSource`
-subclasses behind :func:`open_source` without touching callers.
+``fps``/``size``/``num_frames``/``name``, ``stats()``, ``close()``) so that
+live sources (webcams, RTSP; see :mod:`rtvos.io.live`) sit behind
+:func:`open_source` as further :class:`FrameSource` subclasses without
+touching callers.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -57,27 +59,39 @@ class InputError(ValueError):
 
 @dataclass(frozen=True)
 class Frame:
-    """One decoded frame; ``image`` is H×W×3 uint8 RGB, C-contiguous."""
+    """One decoded frame; ``image`` is H×W×3 uint8 RGB, C-contiguous.
+
+    ``captured_s`` is the wall clock (``time.time()``) when the frame was
+    decoded, so latency can be compared with a sender's own clock.
+    """
 
     index: int
     image: np.ndarray
     pts_s: float | None = None
+    captured_s: float | None = None
 
 
 class FrameSource:
     """Iterable of :class:`Frame` with stream metadata known after opening.
 
     ``num_frames`` is None when the container does not say (and will stay
-    None for live sources); ``size`` is (H, W).
+    None for live sources); ``size`` is (H, W). ``is_live`` sources produce
+    frames in real time whether or not they are consumed.
     """
 
     fps: float
     size: tuple[int, int]
     num_frames: int | None
     name: str
+    is_live: bool = False
+    _frames_out: int = 0
 
     def __iter__(self) -> Iterator[Frame]:
         raise NotImplementedError
+
+    def stats(self) -> dict[str, Any]:
+        """Counters so far; files never drop frames or reconnect."""
+        return {"frames": self._frames_out, "dropped": 0, "reconnects": 0}
 
     def close(self) -> None:
         """Release decoder resources; safe to call more than once."""
@@ -163,7 +177,9 @@ class ImageFolderSource(FrameSource):
 
     def __iter__(self) -> Iterator[Frame]:
         for index, path in enumerate(self.files):
-            yield Frame(index=index, image=self._read(path), pts_s=index / self.fps)
+            image = self._read(path)
+            self._frames_out += 1
+            yield Frame(index=index, image=image, pts_s=index / self.fps, captured_s=time.time())
 
 
 class VideoFileSource(FrameSource):
@@ -226,7 +242,8 @@ class VideoFileSource(FrameSource):
             )
         # frame.time is NaN for frames drained at flush; derive it from pts instead.
         pts_s = float(vf.pts * time_base) if vf.pts is not None and time_base else None
-        return Frame(index=index, image=image, pts_s=pts_s)
+        self._frames_out += 1
+        return Frame(index=index, image=image, pts_s=pts_s, captured_s=time.time())
 
     def __iter__(self) -> Iterator[Frame]:
         # A second pass re-opens the file: seeking to 0 is not exact for all codecs.
@@ -289,17 +306,55 @@ def _is_url(source: str) -> bool:
     return re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", source) is not None
 
 
-def open_source(source: str | os.PathLike[str], *, fps: float | None = None) -> FrameSource:
-    """Open a video file or a folder of frames for streaming decode.
+def open_source(
+    source: str | int | os.PathLike[str],
+    *,
+    fps: float | None = None,
+    transport: str = "tcp",
+    policy: str = "drop",
+    queue_size: int = 1,
+    reconnect: bool = True,
+    open_timeout_s: float = 10.0,
+    max_reconnect_s: float | None = None,
+    read_timeout_s: float = 5.0,
+) -> FrameSource:
+    """Open a video file, a folder of frames, a webcam or a network stream.
 
-    ``fps`` sets the rate of an image folder (default 24) and overrides the
-    rate reported for a video file (timestamps still come from the file).
+    - int, digit string or ``/dev/videoN``: webcam (:class:`rtvos.io.live.WebcamSource`);
+    - ``rtsp://``, ``rtsps://``, ``rtmp://``, ``http(s)://``: network stream
+      (:class:`rtvos.io.live.NetworkSource`, RTSP over ``transport`` tcp|udp);
+    - anything else: a file or folder on disk.
+
+    ``fps`` sets the rate of an image folder (default 24), overrides the rate
+    reported for a video file or stream (timestamps still come from the
+    source), and is requested from a webcam. The remaining options apply to
+    live sources only: ``policy`` "drop" keeps the newest ``queue_size``
+    frames, "block" stalls the reader instead; ``reconnect`` retries with
+    exponential backoff (0.25 s doubling to 4 s) until ``max_reconnect_s``
+    (None = forever); ``open_timeout_s``/``read_timeout_s`` bound a
+    connection attempt and a silent server.
     """
-    text = os.fspath(source)
+    from .live import LIVE_SCHEMES, NetworkSource, WebcamSource, is_webcam, redact_url
+
+    live = {
+        "fps": fps, "policy": policy, "queue_size": queue_size, "reconnect": reconnect,
+        "open_timeout_s": open_timeout_s, "read_timeout_s": read_timeout_s, "max_reconnect_s": max_reconnect_s,
+    }
+    if is_webcam(source):
+        return WebcamSource(os.fsdecode(source) if isinstance(source, bytes) else source, **live)  # type: ignore[arg-type]
+    if isinstance(source, int):
+        raise InputError(f"invalid webcam index: {source!r} (must be an integer >= 0)")
+    text = os.fspath(source)  # type: ignore[arg-type]
     if isinstance(text, bytes):
         text = os.fsdecode(text)
     if _is_url(text):
-        raise InputError(f"stream URLs are not supported yet: {text}")
+        scheme = text.split(":", 1)[0].lower()
+        if scheme not in LIVE_SCHEMES:
+            raise InputError(
+                f"unsupported URL scheme {scheme!r} in {redact_url(text)} "
+                f"(expected one of: {', '.join(LIVE_SCHEMES)})"
+            )
+        return NetworkSource(text, transport=transport, **live)
     path = Path(text).expanduser()
     if not path.exists():
         raise InputError(f"no such file or folder: {text}")
@@ -317,6 +372,9 @@ class VideoWriter:
     file plays while streaming and stays readable up to a truncation point.
     ``preset`` defaults to "veryfast" so encoding does not bottleneck a
     real-time pipeline.
+
+    ``fragmented=True`` writes a fragmented MP4 (a fragment per keyframe) for unbounded live streams: the muxer
+    then keeps no per-frame index in memory, and a killed run leaves a playable file.
     """
 
     def __init__(
@@ -328,6 +386,7 @@ class VideoWriter:
         crf: int = 23,
         pix_fmt: str = "yuv420p",
         preset: str | None = "veryfast",
+        fragmented: bool = False,
     ) -> None:
         self.path = Path(path)
         rate = fps if isinstance(fps, Fraction) else Fraction(_check_fps(fps, str(self.path)))
@@ -339,6 +398,7 @@ class VideoWriter:
         self.crf = int(crf)
         self.pix_fmt = pix_fmt
         self.preset = preset
+        self.fragmented = bool(fragmented)
         self.size: tuple[int, int] | None = None
         self.frames_written = 0
         self._closed = False
@@ -360,7 +420,8 @@ class VideoWriter:
         self._pad = (h % 2, w % 2)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            container = av.open(str(self.path), mode="w", options={"movflags": "+faststart"})
+            movflags = "+frag_keyframe+empty_moov+default_base_moof" if self.fragmented else "+faststart"
+            container = av.open(str(self.path), mode="w", options={"movflags": movflags})
         except (av.error.FFmpegError, OSError) as err:
             raise InputError(f"cannot create video file {self.path}: {err}") from None
         try:

@@ -7,6 +7,8 @@ import warnings
 from importlib import resources
 from pathlib import Path
 
+import torch
+
 from .checkpoint import load_checkpoint
 from .registry import create_model, list_models
 from .rpmnet import RPMNet
@@ -36,7 +38,11 @@ def load_model(spec: str | os.PathLike[str] = "default", matching: str = "deform
             return load_checkpoint(path).eval()
         spec_s = DEFAULT_MODEL
     if spec_s in list_models():
-        model = create_model(spec_s, matching=matching)
+        # Seeded, without touching the caller's RNG: the same name gives the same random weights in every
+        # process, so runs are reproducible and weight-keyed caches (ONNX exports) are reused.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = create_model(spec_s, matching=matching)
         model.meta = {"trained": False, "source": f"random init ({spec_s})"}
         warnings.warn(
             f"{spec_s} has RANDOM weights (no trained checkpoint given or shipped): masks will be meaningless",

@@ -1,0 +1,372 @@
+"""Outputs of the streaming pipeline: overlay MP4, palette PNGs, a JSON-lines log, a window, a browser view.
+
+Every sink runs on the pipeline's writer thread, one frame at a time, in the order given; the overlay is drawn
+once per frame (lazily, by whichever sink asks first) and shared. A sink that must see the finished frame
+(the JSON log wants ``output_s``, the time every other sink was done) sets ``runs_last``. A sink that wants the
+run to end normally (the user closed the window) raises :class:`StopPipeline`; any other exception stops the
+run and reaches the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from .masks import DAVIS_PALETTE, write_mask
+from .overlay import overlay as draw_overlay
+from .video import Frame, InputError, VideoWriter
+
+if TYPE_CHECKING:
+    from ..segmenter import StepResult
+
+__all__ = [
+    "JsonlSink",
+    "LiveViewSink",
+    "MaskSink",
+    "SegmentedFrame",
+    "Sink",
+    "StopPipeline",
+    "StreamInfo",
+    "VideoSink",
+    "WindowSink",
+    "display_available",
+]
+
+
+class StopPipeline(Exception):
+    """Raised by a sink to end the run normally (e.g. the user closed the window); not an error."""
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """What a sink may need before the first frame: the source's name, rate and the mask palette."""
+
+    name: str
+    fps: float
+    size: tuple[int, int]  # (H, W) reported by the source; (0, 0) when it is only known from the first frame
+    is_live: bool
+    palette: np.ndarray = field(default_factory=lambda: DAVIS_PALETTE.copy())
+
+
+@dataclass
+class SegmentedFrame:
+    """One frame after segmentation, handed to every sink in turn.
+
+    ``n`` counts frames through the pipeline (0-based); ``frame.index`` is the source's own index (live sources
+    skip indices when they drop frames). ``stages_ms`` starts with decode and the model's stages, and each sink
+    adds its own time as it finishes, so a ``runs_last`` sink sees the whole split.
+    """
+
+    n: int
+    frame: Frame
+    mask: np.ndarray
+    step: StepResult
+    palette: np.ndarray
+    captured_s: float  # the source's capture stamp, else the wall time the reader received the frame
+    dropped: int  # cumulative frames lost before the model (source + pipeline)
+    stages_ms: dict[str, float]
+    live: Mapping[str, Any] = field(default_factory=dict)  # running stats for viewers (fps, latency, ...)
+    output_s: float | None = None  # time.time() once every non-``runs_last`` sink is done
+    _overlay: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def step_ms(self) -> float:
+        return self.step.total_ms
+
+    @property
+    def latency_ms(self) -> float | None:
+        return None if self.output_s is None else (self.output_s - self.captured_s) * 1e3
+
+    def overlay(self) -> np.ndarray:
+        """The coloured overlay (H×W×3 uint8 RGB), drawn on first use and timed as stage "overlay"."""
+        if self._overlay is None:
+            t = time.perf_counter()
+            self._overlay = draw_overlay(self.frame.image, self.mask, self.palette)
+            self.stages_ms["overlay"] = (time.perf_counter() - t) * 1e3
+        return self._overlay
+
+    def object_areas(self) -> dict[int, int]:
+        """Pixel count per tracked object id (0 for an object that is currently lost)."""
+        counts = np.bincount(self.mask.ravel(), minlength=256)
+        return {i: int(counts[i]) for i in self.step.object_ids if i != 0}
+
+
+class Sink:
+    """One output. ``open`` and ``close`` run on the writer thread too, so window toolkits stay on one thread."""
+
+    name: ClassVar[str] = "sink"  # its key in SegmentedFrame.stages_ms
+    runs_last: ClassVar[bool] = False
+
+    def open(self, info: StreamInfo) -> None:
+        """Called once before the first frame."""
+
+    def write(self, item: SegmentedFrame) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Flush and release; called once, also after an error, so what was written stays valid."""
+
+    def describe(self) -> str | None:
+        """Where the output is, for the closing message (None: nothing to point at)."""
+        return None
+
+
+class VideoSink(Sink):
+    """Overlay MP4 (H.264) at the source's frame rate."""
+
+    name = "encode"  # its key in stages_ms
+
+    def __init__(self, path: str | os.PathLike[str], fps: float | None = None) -> None:
+        self.path = Path(path)
+        self.fps = fps
+        self._writer: VideoWriter | None = None
+
+    def open(self, info: StreamInfo) -> None:
+        # Live streams have no end: a fragmented MP4 keeps the muxer's memory flat and survives a kill.
+        self._writer = VideoWriter(self.path, fps=self.fps or info.fps, fragmented=info.is_live)
+
+    def write(self, item: SegmentedFrame) -> None:
+        assert self._writer is not None, "VideoSink.open was not called"
+        image = item.overlay()
+        t = time.perf_counter()
+        self._writer.write(image)
+        item.stages_ms[self.name] = (time.perf_counter() - t) * 1e3
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+    @property
+    def frames_written(self) -> int:
+        return 0 if self._writer is None else self._writer.frames_written
+
+    def describe(self) -> str:
+        return f"overlay: {self.path}"
+
+
+class MaskSink(Sink):
+    """One DAVIS palette PNG per frame, ``folder/%05d.png`` by pipeline frame number, with the input palette."""
+
+    name = "png"
+
+    def __init__(self, folder: str | os.PathLike[str], palette: np.ndarray | None = None) -> None:
+        self.folder = Path(folder)
+        self.palette = palette
+        self.written = 0
+
+    def open(self, info: StreamInfo) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if self.palette is None:
+            self.palette = info.palette
+
+    def write(self, item: SegmentedFrame) -> None:
+        t = time.perf_counter()
+        write_mask(self.folder / f"{item.n:05d}.png", item.mask, self.palette)
+        item.stages_ms[self.name] = (time.perf_counter() - t) * 1e3
+        self.written += 1
+
+    def describe(self) -> str:
+        return f"masks:   {self.folder}/%05d.png"
+
+
+def _r(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+class JsonlSink(Sink):
+    """One JSON object per frame, flushed per line so a killed run keeps its log.
+
+    Fields: frame, source_index, pts_s, captured_s, output_s, latency_ms, step_ms, stages_ms, dropped,
+    objects ({"<id>": area_px}). Runs after every other sink, so ``output_s`` and ``latency_ms`` cover them.
+    """
+
+    name = "jsonl"
+    runs_last = True
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._file: IO[str] | None = None
+        self.lines = 0
+
+    def open(self, info: StreamInfo) -> None:
+        if self.path.parent != Path("."):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        except OSError as err:
+            raise InputError(f"cannot write JSON log {self.path}: {err.strerror or err}") from None
+
+    @staticmethod
+    def record(item: SegmentedFrame) -> dict[str, Any]:
+        """The log line of one frame (output_s must be set)."""
+        frame = item.frame
+        captured = getattr(frame, "captured_s", None)
+        captured = item.captured_s if captured is None else captured
+        return {
+            "frame": item.n,
+            "source_index": frame.index,
+            "pts_s": _r(frame.pts_s, 6),
+            "captured_s": _r(captured, 6),
+            "output_s": _r(item.output_s, 6),
+            "latency_ms": _r(item.latency_ms),
+            "step_ms": _r(item.step_ms),
+            "stages_ms": {k: _r(v) for k, v in item.stages_ms.items()},
+            "dropped": int(item.dropped),
+            "objects": {str(k): v for k, v in item.object_areas().items()},
+        }
+
+    def write(self, item: SegmentedFrame) -> None:
+        assert self._file is not None, "JsonlSink.open was not called"
+        self._file.write(json.dumps(self.record(item), separators=(",", ":")) + "\n")
+        self._file.flush()
+        self.lines += 1
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def describe(self) -> str:
+        return f"log:     {self.path}"
+
+
+def display_available() -> bool:
+    """Whether a window can be tried at all: on X11 systems that needs DISPLAY."""
+    if sys.platform.startswith("linux") or "bsd" in sys.platform:
+        return bool(os.environ.get("DISPLAY"))
+    return True
+
+
+class WindowSink(Sink):
+    """An on-screen window: OpenCV's highgui where it is built in, else Tk (opencv-python-headless has none).
+
+    Esc, q or closing the window ends the run normally.
+    """
+
+    name = "window"
+
+    def __init__(self, title: str = "rtvos") -> None:
+        self.title = title
+        self.backend: str | None = None
+        self._closed = False
+        self._tk: Any = None
+        self._label: Any = None
+        self._photo: Any = None
+
+    @staticmethod
+    def check_display() -> None:
+        """One-line InputError when there is no display, so apps can fail before loading a model."""
+        if not display_available():
+            raise InputError("no display (DISPLAY is not set); use --serve to view in a browser")
+
+    def open(self, info: StreamInfo) -> None:
+        self.check_display()
+        import cv2
+
+        try:
+            cv2.namedWindow(self.title, cv2.WINDOW_AUTOSIZE)
+            self.backend = "cv2"
+            return
+        except cv2.error:
+            pass  # headless build: no highgui
+        try:
+            import tkinter as tk
+
+            from PIL import ImageTk  # noqa: F401 - fail here, not on the first frame
+        except ImportError as err:
+            raise InputError(
+                f"cannot open a window: OpenCV has no GUI and Tk is not installed ({err}); "
+                "use --serve to view in a browser"
+            ) from None
+        try:
+            root = tk.Tk()
+        except tk.TclError as err:
+            raise InputError(
+                f"cannot open a window on display {os.environ.get('DISPLAY', '')!r}: {err}; "
+                "use --serve to view in a browser"
+            ) from None
+        root.title(self.title)
+        root.protocol("WM_DELETE_WINDOW", self._on_close)
+        for key in ("<Escape>", "q"):
+            root.bind(key, lambda _e: self._on_close())
+        self._label = tk.Label(root)
+        self._label.pack()
+        self._tk = root
+        self.backend = "tk"
+
+    def _on_close(self) -> None:
+        self._closed = True
+
+    def write(self, item: SegmentedFrame) -> None:
+        image = item.overlay()
+        t = time.perf_counter()
+        if self.backend == "cv2":
+            import cv2
+
+            cv2.imshow(self.title, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+            key = cv2.waitKey(1) & 0xFF
+            if key in (27, ord("q")) or cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1:
+                self._closed = True
+        elif self.backend == "tk":
+            from PIL import Image, ImageTk
+
+            self._photo = ImageTk.PhotoImage(Image.fromarray(image), master=self._tk)
+            self._label.configure(image=self._photo)
+            self._tk.update()
+        item.stages_ms[self.name] = (time.perf_counter() - t) * 1e3
+        if self._closed:
+            raise StopPipeline("window closed")
+
+    def close(self) -> None:
+        if self.backend == "cv2":
+            import cv2
+
+            cv2.destroyWindow(self.title)
+        elif self.backend == "tk" and self._tk is not None:
+            root, self._tk = self._tk, None
+            # Drop every reference to the Tcl interpreter on this thread: deleting it from another one aborts
+            # the process ("Tcl_AsyncDelete: async handler deleted by the wrong thread").
+            self._photo = self._label = None
+            try:
+                root.destroy()
+            except Exception:  # already gone with the display
+                pass
+            del root
+            import gc
+
+            gc.collect()
+        self.backend = None
+
+
+class LiveViewSink(Sink):
+    """Publishes the overlay and running stats to a :class:`rtvos.web.LiveView` (never blocks the pipeline).
+
+    The view belongs to the caller (it may have been used to pick the first box), so closing the sink does not
+    close the view.
+    """
+
+    name = "live"
+
+    def __init__(self, view: Any) -> None:
+        self.view = view
+
+    def write(self, item: SegmentedFrame) -> None:
+        image = item.overlay()
+        t = time.perf_counter()
+        stats = dict(item.live)
+        stats.update(frame=item.n, source_index=item.frame.index, step_ms=round(item.step_ms, 1),
+                     objects=len([i for i in item.step.object_ids if i != 0]))
+        self.view.publish(image, stats)
+        item.stages_ms[self.name] = (time.perf_counter() - t) * 1e3
+
+    def describe(self) -> str | None:
+        url = getattr(self.view, "url", None)
+        return f"live:    {url}" if url else None

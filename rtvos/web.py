@@ -1,0 +1,529 @@
+"""Live view in the browser: the overlay as MJPEG, fps/latency, and a box drag to pick the object.
+
+A stdlib ``ThreadingHTTPServer`` in a daemon thread, so there is no new
+dependency and the segmentation loop never waits for a browser:
+:meth:`LiveView.publish` only swaps in the newest frame and notifies;
+each ``/stream.mjpg`` client thread wakes on a ``Condition``, takes the
+newest frame (older ones are skipped, never queued) and sends it. A frame
+is JPEG-encoded at most once, lazily, by the first client that needs it,
+so with no browser attached publishing costs one copy.
+
+Routes: ``/`` (self-contained page, no CDN), ``/stream.mjpg``
+(multipart/x-mixed-replace), ``/select.jpg`` (the still frame given to
+:meth:`LiveView.request_box`), ``/stats.json``, ``POST /box`` (JSON
+``{"x", "y", "w", "h"}`` in image pixels) and ``/healthz``.
+
+``/stats.json`` is ``{"state", "frames", "publish_fps", "width", "height",
+"selection", "stats"}`` where ``stats`` is the dict last given to
+``publish``; the page shows its ``fps`` (else the measured publish rate)
+and ``latency_ms``, and any other numeric keys in small print.
+
+Bound to 127.0.0.1 unless told otherwise: the page accepts a box from
+anyone who can reach it.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import http.server
+import json
+import logging
+import math
+import socket
+import socketserver
+import sys
+import threading
+import time
+from types import TracebackType
+from typing import Any
+
+import cv2
+import numpy as np
+
+from .io.prompt import check_box
+from .io.video import InputError
+
+__all__ = ["LiveView"]
+
+log = logging.getLogger("rtvos.web")
+
+Box = tuple[int, int, int, int]
+
+_BOUNDARY = "rtvosframe"
+_KEEPALIVE_S = 10.0  # an idle stream re-sends its frame this often, which also notices dead clients
+_MAX_BODY = 4096
+_DISCONNECTS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, socket.timeout)
+
+
+class LiveView:
+    """The browser view of one stream; see the module docstring for the routes.
+
+    Typical use: ``url = view.start()``; per frame ``view.publish(overlay_rgb, {"fps": ..., "latency_ms": ...})``;
+    for an interactive first mask ``view.request_box(frame)`` then ``box = view.wait_box()``.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 8080, jpeg_quality: int = 80) -> None:
+        if not 1 <= int(jpeg_quality) <= 100:
+            raise ValueError(f"jpeg_quality must be in 1..100, got {jpeg_quality}")
+        if not 0 <= int(port) <= 65535:
+            raise InputError(f"port must be in 0..65535, got {port}")
+        self.host = host
+        self.port = int(port)
+        self.jpeg_quality = int(jpeg_quality)
+        self._cond = threading.Condition()  # guards everything below; notified on publish/box/close
+        self._closed = False
+        self._seq = 0  # frames published so far; the id of the newest frame
+        self._image: np.ndarray | None = None
+        self._stats: dict[str, Any] = {}
+        self._publish_times: collections.deque[float] = collections.deque(maxlen=32)
+        self._jpeg_seq = 0  # which frame _jpeg holds
+        self._jpeg = b""
+        self._encode_lock = threading.Lock()  # one encode at a time; the others then reuse it
+        self._selection = 0  # id of the latest request_box
+        self._select_jpeg: bytes | None = None
+        self._select_size: tuple[int, int] | None = None  # (H, W)
+        self._box: Box | None = None
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+    def start(self) -> str:
+        """Start serving in a daemon thread; returns the page URL (port 0 picks a free port)."""
+        if self._server is not None:
+            raise RuntimeError("LiveView already started")
+        if self._closed:
+            raise RuntimeError("LiveView is closed")
+        try:
+            server = _Server((self.host, self.port), _Handler, self)
+        except OSError as e:
+            reason = "address already in use" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
+            raise InputError(f"cannot serve the live view on {self.host}:{self.port}: {reason}") from None
+        self._server = server
+        self.port = int(server.server_address[1])
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="rtvos-liveview", daemon=True
+        )
+        self._thread.start()
+        log.info("live view at %s", self.url)
+        return self.url
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0") else "::1" if self.host == "::" else self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}/"
+
+    def close(self) -> None:
+        """Stop the server; unblocks MJPEG clients (their stream ends) and :meth:`wait_box` (returns None)."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._cond.notify_all()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> LiveView:
+        if self._server is None:
+            self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- producer side -----------------------------------------------------------------------------------------
+    def publish(self, image_rgb: np.ndarray, stats: dict[str, Any] | None = None) -> None:
+        """Make ``image_rgb`` (H×W×3 uint8) the newest frame; copies it, never waits for clients."""
+        _check_image(image_rgb)
+        image = image_rgb.copy()  # callers reuse their buffers (overlay(out=...))
+        with self._cond:
+            if self._closed:
+                return
+            self._image = image
+            self._stats = dict(stats or {})
+            self._seq += 1
+            self._publish_times.append(time.monotonic())
+            self._cond.notify_all()
+
+    def request_box(self, image_rgb: np.ndarray) -> None:
+        """Show ``image_rgb`` on the page as a still frame to drag a box on; forgets any earlier box."""
+        _check_image(image_rgb)
+        jpeg = self._encode(image_rgb)
+        with self._cond:
+            self._select_jpeg = jpeg
+            self._select_size = image_rgb.shape[:2]
+            self._selection += 1
+            self._box = None
+            self._cond.notify_all()
+
+    def wait_box(self, timeout: float | None = None) -> Box | None:
+        """Block until a box is posted for the requested frame; None on timeout or close."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._box is None and not self._closed:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+            box, self._box = self._box, None
+            return box
+
+    # -- server side -------------------------------------------------------------------------------------------
+    def stats_json(self) -> bytes:
+        with self._cond:
+            times = self._publish_times
+            fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+            # A stalled producer should not keep showing its last rate.
+            if times and time.monotonic() - times[-1] > 2.0:
+                fps = 0.0
+            h, w = self._image.shape[:2] if self._image is not None else (0, 0)
+            doc = {
+                "state": self._state(),
+                "frames": self._seq,
+                "publish_fps": round(fps, 2),
+                "width": w,
+                "height": h,
+                "selection": self._selection if self._select_jpeg is not None else 0,
+                "stats": self._stats,
+            }
+            return json.dumps(_finite(doc), default=_json_default, allow_nan=False).encode()
+
+    def _state(self) -> str:
+        if self._closed:
+            return "closed"
+        if self._select_jpeg is not None:  # a box was requested and none posted yet
+            return "selecting"
+        return "segmenting" if self._seq else "waiting"
+
+    def next_jpeg(self, after: int, timeout: float) -> tuple[int, bytes] | None:
+        """The newest frame's (seq, JPEG) once seq > ``after``; the current one again on timeout; None on close."""
+        with self._cond:
+            end = time.monotonic() + timeout
+            while not self._closed and self._seq <= after:
+                remaining = end - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            if self._closed or self._image is None:
+                return None if self._closed else (after, b"")
+            seq, image = self._seq, self._image
+        with self._encode_lock:
+            if self._jpeg_seq < seq:  # not encoded yet (another client may have done a newer one)
+                self._jpeg_seq, self._jpeg = seq, self._encode(image)
+            return self._jpeg_seq, self._jpeg
+
+    def selection_jpeg(self) -> bytes | None:
+        with self._cond:
+            return self._select_jpeg
+
+    def post_box(self, box: Box) -> Box:
+        """Validate and deliver a box from the page; raises InputError (→ 400) or LookupError (→ 409)."""
+        with self._cond:
+            if self._select_jpeg is None or self._select_size is None:
+                raise LookupError("no box was requested: wait for the selection frame")
+            box = check_box(box, self._select_size)
+            self._box = box
+            self._select_jpeg = None  # selection over: the page goes back to the stream
+            self._cond.notify_all()
+            return box
+
+    def _encode(self, image_rgb: np.ndarray) -> bytes:
+        bgr = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
+        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
+        if not ok:
+            raise RuntimeError(f"JPEG encoding failed for a {image_rgb.shape} frame")
+        return buf.tobytes()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+def _check_image(image: object) -> None:
+    if not (
+        isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
+    ):
+        got = f"{image.shape} {image.dtype}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise ValueError(f"live view frames must be HxWx3 uint8 RGB, got {got}")
+
+
+def _finite(o: Any) -> Any:
+    """NaN/inf → None: the browser's JSON.parse rejects them and the page would stop updating."""
+    if isinstance(o, dict):
+        return {str(k): _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    if isinstance(o, (float, np.floating)):
+        return float(o) if math.isfinite(o) else None
+    return o
+
+
+def _json_default(o: object) -> object:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True  # a stuck client never keeps the process alive
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], handler: type, view: LiveView) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self.view = view
+        super().__init__(address, handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind does a reverse DNS lookup (getfqdn), which can stall for seconds offline.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, _DISCONNECTS):
+            log.debug("live view client %s went away: %r", client_address, exc)
+        else:
+            log.warning("live view: error serving %s", client_address, exc_info=True)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: _Server
+    server_version = "rtvos-liveview"
+    timeout = 60  # a half-open client cannot hold a thread forever
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
+        log.debug("live view %s: " + format, self.address_string(), *args)
+
+    def do_GET(self) -> None:  # noqa: N802 (stdlib name)
+        path = self.path.split("?", 1)[0]
+        view = self.server.view
+        if path in ("/", "/index.html"):
+            self._send(200, "text/html; charset=utf-8", _PAGE.encode())
+        elif path == "/stream.mjpg":
+            self._stream(view)
+        elif path == "/stats.json":
+            self._send(200, "application/json", view.stats_json())
+        elif path == "/select.jpg":
+            jpeg = view.selection_jpeg()
+            if jpeg is None:
+                self._error(404, "no selection frame requested")
+            else:
+                self._send(200, "image/jpeg", jpeg)
+        elif path == "/healthz":
+            self._send(200, "text/plain; charset=utf-8", b"ok\n")
+        else:
+            self._error(404, f"no such page: {path}")
+
+    def do_POST(self) -> None:  # noqa: N802
+        path = self.path.split("?", 1)[0]
+        if path != "/box":
+            self._error(404, f"no such page: {path}")
+            return
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            self._error(411, "Content-Length required")
+            return
+        if not 0 <= length <= _MAX_BODY:
+            self._error(413, f"body too large ({length} bytes, at most {_MAX_BODY})")
+            return
+        body = self.rfile.read(length)
+        try:
+            doc = json.loads(body)
+            if not isinstance(doc, dict) or not {"x", "y", "w", "h"} <= doc.keys():
+                raise InputError(f"box must be a JSON object with x, y, w, h; got {body[:200]!r}")
+            box = self.server.view.post_box(tuple(doc[k] for k in ("x", "y", "w", "h")))  # type: ignore[arg-type]
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            self._error(400, f"box is not valid JSON: {body[:200]!r}")
+        except InputError as e:
+            self._error(400, str(e))
+        except LookupError as e:
+            self._error(409, str(e))
+        else:
+            self._send(200, "application/json", json.dumps({"ok": True, "box": list(box)}).encode())
+
+    def _stream(self, view: LiveView) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={_BOUNDARY}")
+        self.send_header("Cache-Control", "no-cache, no-store, must-revalidate")
+        self.send_header("Pragma", "no-cache")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        last = 0
+        try:
+            self.wfile.write(f"--{_BOUNDARY}\r\n".encode())
+            while True:
+                got = view.next_jpeg(last, _KEEPALIVE_S)
+                if got is None:  # closed: end the multipart body so the client sees a clean end
+                    break
+                last, jpeg = got
+                if not jpeg:
+                    continue
+                # The closing boundary goes right after the part, so the browser shows it without
+                # waiting for the next frame.
+                head = f"Content-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
+                self.wfile.write(head + jpeg + f"\r\n--{_BOUNDARY}\r\n".encode())
+                self.wfile.flush()
+        except _DISCONNECTS as e:
+            log.debug("live view stream client %s went away: %r", self.client_address, e)
+
+    def _send(self, code: int, ctype: str, body: bytes) -> None:
+        try:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+        except _DISCONNECTS as e:
+            log.debug("live view client %s went away: %r", self.client_address, e)
+
+    def _error(self, code: int, message: str) -> None:
+        self._send(code, "application/json", json.dumps({"ok": False, "error": message}).encode())
+
+
+_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>rtvos live view</title>
+<style>
+  body { margin: 0; background: #111; color: #eee; font: 14px/1.4 system-ui, sans-serif; }
+  header { display: flex; gap: 1.5em; align-items: baseline; padding: .5em 1em; background: #222; }
+  header b { font-size: 16px; }
+  #state { color: #8cf; }
+  #extra { color: #999; font-size: 12px; }
+  main { padding: 1em; }
+  #stream, #canvas { display: block; max-width: 100%; height: auto; margin: 0 auto; }
+  #canvas { cursor: crosshair; touch-action: none; outline: 2px solid #8cf; }
+  #msg { color: #f88; text-align: center; min-height: 1.4em; }
+  .hidden { display: none !important; }
+</style>
+</head>
+<body>
+<header>
+  <b>rtvos</b>
+  <span id="state">connecting…</span>
+  <span><span id="fps">0.0</span> fps</span>
+  <span>latency <span id="latency">–</span> ms</span>
+  <span id="extra"></span>
+</header>
+<main>
+  <div id="msg"></div>
+  <img id="stream" alt="live overlay" src="stream.mjpg">
+  <canvas id="canvas" class="hidden" width="1" height="1"></canvas>
+</main>
+<script>
+"use strict";
+const $ = (id) => document.getElementById(id);
+const stream = $("stream"), canvas = $("canvas"), ctx = canvas.getContext("2d");
+const STATES = { waiting: "waiting for frames", selecting: "drag a box around the object",
+                 segmenting: "segmenting", closed: "stopped" };
+let still = null, selection = 0, drag = null, box = null, sending = false;
+
+function fmt(v) { return (typeof v !== "number" || Number.isInteger(v)) ? String(v) : (Math.abs(v) >= 100 ? v.toFixed(0) : v.toFixed(1)); }
+
+async function poll() {
+  try {
+    const r = await fetch("stats.json", { cache: "no-store" });
+    const s = await r.json();
+    const st = s.stats || {};
+    $("state").textContent = STATES[s.state] || s.state;
+    $("fps").textContent = fmt(typeof st.fps === "number" ? st.fps : s.publish_fps);
+    $("latency").textContent = typeof st.latency_ms === "number" ? fmt(st.latency_ms) : "–";
+    $("extra").textContent = Object.entries(st)
+      .filter(([k, v]) => k !== "fps" && k !== "latency_ms" && typeof v === "number")
+      .map(([k, v]) => k + " " + fmt(v)).join(" · ");
+    if (s.state === "selecting" && s.selection && s.selection !== selection) startSelection(s.selection);
+    if (s.state !== "selecting" && selection) endSelection();
+  } catch (e) {
+    $("state").textContent = "disconnected";
+  }
+}
+
+function startSelection(id) {
+  selection = id; box = null; $("msg").textContent = "";
+  const img = new Image();
+  img.onload = () => {
+    still = img;
+    canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+    canvas.style.width = Math.min(img.naturalWidth, document.body.clientWidth - 32) + "px";
+    draw();
+    stream.classList.add("hidden"); canvas.classList.remove("hidden");
+  };
+  img.src = "select.jpg?id=" + id;
+}
+
+function endSelection() {
+  selection = 0; still = null; drag = null;
+  canvas.classList.add("hidden"); stream.classList.remove("hidden");
+}
+
+function draw() {
+  if (!still) return;
+  ctx.drawImage(still, 0, 0);
+  const b = drag || box;
+  if (!b) return;
+  const x = Math.min(b.x0, b.x1), y = Math.min(b.y0, b.y1), w = Math.abs(b.x1 - b.x0), h = Math.abs(b.y1 - b.y0);
+  ctx.fillStyle = "rgba(136,204,255,0.2)"; ctx.fillRect(x, y, w, h);
+  ctx.lineWidth = Math.max(2, canvas.width / 400); ctx.strokeStyle = "#8cf"; ctx.strokeRect(x, y, w, h);
+}
+
+// Displayed (CSS) pixels -> image pixels: the canvas holds the frame at its natural size.
+function toImage(clientX, clientY) {
+  const r = canvas.getBoundingClientRect();
+  const x = (clientX - r.left) * canvas.width / r.width, y = (clientY - r.top) * canvas.height / r.height;
+  return { x: Math.max(0, Math.min(canvas.width, x)), y: Math.max(0, Math.min(canvas.height, y)) };
+}
+function down(cx, cy) { if (!still || sending) return; const p = toImage(cx, cy); drag = { x0: p.x, y0: p.y, x1: p.x, y1: p.y }; draw(); }
+function move(cx, cy) { if (!drag) return; const p = toImage(cx, cy); drag.x1 = p.x; drag.y1 = p.y; draw(); }
+function up() {
+  if (!drag) return;
+  const d = drag; drag = null;
+  const x = Math.round(Math.min(d.x0, d.x1)), y = Math.round(Math.min(d.y0, d.y1));
+  const w = Math.round(Math.max(d.x0, d.x1)) - x, h = Math.round(Math.max(d.y0, d.y1)) - y;
+  if (w < 2 || h < 2) { draw(); return; }
+  box = d; draw(); send({ x, y, w, h });
+}
+
+async function send(b) {
+  sending = true; $("msg").textContent = "";
+  try {
+    const r = await fetch("box", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(b) });
+    const doc = await r.json();
+    if (!r.ok) { $("msg").textContent = doc.error || ("HTTP " + r.status); box = null; draw(); }
+    else { endSelection(); poll(); }
+  } catch (e) { $("msg").textContent = "could not send the box: " + e; }
+  sending = false;
+}
+
+canvas.addEventListener("mousedown", (e) => { e.preventDefault(); down(e.clientX, e.clientY); });
+window.addEventListener("mousemove", (e) => move(e.clientX, e.clientY));
+window.addEventListener("mouseup", () => up());
+canvas.addEventListener("touchstart", (e) => { e.preventDefault(); const t = e.changedTouches[0]; down(t.clientX, t.clientY); }, { passive: false });
+canvas.addEventListener("touchmove", (e) => { e.preventDefault(); const t = e.changedTouches[0]; move(t.clientX, t.clientY); }, { passive: false });
+canvas.addEventListener("touchend", (e) => { e.preventDefault(); up(); }, { passive: false });
+canvas.addEventListener("touchcancel", () => { drag = null; draw(); });
+
+// The MJPEG connection drops when the server restarts: reconnect.
+stream.addEventListener("error", () => setTimeout(() => { stream.src = "stream.mjpg?t=" + Date.now(); }, 1000));
+
+poll();
+setInterval(poll, 500);
+</script>
+</body>
+</html>
+"""
