@@ -32,9 +32,12 @@ def collect() -> dict[str, Any]:
     devices = ["cpu"]
     if torch.cuda.is_available():
         devices += [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
-    from rtvos.backends import backend_status
+    from rtvos.backends import backend_status, resolve_backend
 
     backends = backend_status()
+    auto = {"cpu": resolve_backend("auto", torch.device("cpu"))}
+    if torch.cuda.is_available():
+        auto["cuda"] = resolve_backend("auto", torch.device("cuda"))
     weights = default_weights_path()
     return {
         "rtvos": rtvos.__version__,
@@ -45,6 +48,7 @@ def collect() -> dict[str, Any]:
         "versions": {m: _version(m) for m in ("torch", "torchvision", "numpy", "cv2", "av", "onnxruntime")},
         "devices": devices,
         "backends": backends,
+        "auto_backend": auto,
         "models": rtvos.list_models(),
         "default_model": str(weights) if weights else f"{DEFAULT_MODEL} with RANDOM weights (no trained weights shipped)",
     }
@@ -60,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     print("versions: " + ", ".join(f"{k} {v or 'missing'}" for k, v in data["versions"].items()))
     print("devices:  " + ", ".join(data["devices"]))
     print("backends: " + ", ".join(f"{k} ({v})" for k, v in data["backends"].items()))
+    print("auto:     " + ", ".join(f"{dev} -> {name}" for dev, name in data["auto_backend"].items()))
     print("models:   " + ", ".join(data["models"]))
     print(f"default:  {data['default_model']}")
     return 0

@@ -178,9 +178,13 @@ class RunStats:
         return self._live
 
     def stage_means(self) -> dict[str, float]:
-        """Mean ms per frame that ran the stage, in pipeline order (decode, model stages, then the sinks)."""
+        """Mean ms per frame that ran the stage, in pipeline order (decode, model stages, then the sinks).
+
+        Stages that ran on under half the frames (the anchor frame's lone `embed` under a fused backend) are
+        left out: their mean is not a per-frame cost."""
         with self._lock:
-            keys = sorted(self.stage_sum_ms, key=lambda k: _STAGE_ORDER.get(k, len(_STAGE_ORDER)))
+            keys = sorted((k for k, n in self.stage_count.items() if 2 * n >= self.frames),
+                          key=lambda k: _STAGE_ORDER.get(k, len(_STAGE_ORDER)))
             return {k: self.stage_sum_ms[k] / self.stage_count[k] for k in keys}
 
 

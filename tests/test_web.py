@@ -583,8 +583,9 @@ def test_browser_drag_starts_segmentation_end_to_end(browser, tmp_path):
             raise result["error"]  # type: ignore[misc]
         assert _iou(result["first_mask"], clip.masks[0]) >= 0.8  # the dragged box found the object
         _wait_for(lambda: browser.find_element("id", "state").text == "segmenting", what="state 'segmenting'")
-        assert float(browser.find_element("id", "fps").text) > 0
-        assert browser.find_element("id", "latency").text != "–"
+        # The page polls every 500 ms: wait for a poll that saw the per-frame stats, not the anchor frame's {}.
+        _wait_for(lambda: float(browser.find_element("id", "fps").text or 0) > 0, what="the fps counter")
+        _wait_for(lambda: browser.find_element("id", "latency").text != "–", what="the latency readout")
 
         raw, last_overlay, mask = history[-1]
         region = mask > 0

@@ -43,31 +43,28 @@ def plot_runs(runs: list[Path], out: Path, labels: list[str] | None = None, copy
     import matplotlib.pyplot as plt
 
     labels = labels or [r.name for r in runs]
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4), dpi=110)
+    fig, (ax, tx, bx) = plt.subplots(1, 3, figsize=(15, 4), dpi=110)
     for run, label in zip(runs, labels, strict=True):
         log = read_log(run / "train_log.csv")
         k = min(smooth, max(1, len(log["step"]) // 5))
         recon = log.get("recon")
         y = recon if recon is not None and not np.all(np.isnan(recon)) else log["loss"]
-        line = ax.plot(log["step"][k - 1:], _smooth(y, k), label=f"{label}: reconstruction MSE")[0]
+        line = ax.plot(log["step"][k - 1:], _smooth(y, k), label=label)[0]
         if "teacher" in log and not np.all(np.isnan(log["teacher"])):
-            ax2 = ax.twinx() if not hasattr(ax, "_twin") else ax._twin  # type: ignore[attr-defined]
-            ax._twin = ax2  # type: ignore[attr-defined]
-            ax2.plot(log["step"][k - 1:], _smooth(log["teacher"], k), ls="--", color=line.get_color(),
-                     label=f"{label}: teacher robust L1 (S/4 px)")
-            ax2.set_ylabel("teacher robust L1 (dashed)")
+            tx.plot(log["step"][k - 1:], _smooth(log["teacher"], k), color=line.get_color(), label=label)
         val = run / "val_log.csv"
         if val.is_file():
             v = read_log(val)
             bx.plot(v["step"], v["jf"], "o-", color=line.get_color(), label=label)
     ax.set_xlabel("step")
-    ax.set_ylabel(f"reconstruction MSE (moving mean of {smooth})")
-    ax.set_title("training loss")
-    handles = ax.get_legend_handles_labels()
-    if hasattr(ax, "_twin"):
-        h2 = ax._twin.get_legend_handles_labels()  # type: ignore[attr-defined]
-        handles = (handles[0] + h2[0], handles[1] + h2[1])
-    ax.legend(*handles, fontsize=7)
+    ax.set_ylabel(f"MSE at S/4 (moving mean of {smooth} steps)")
+    ax.set_title("reconstruction loss (the paper's)")
+    ax.legend(fontsize=7)
+    tx.set_xlabel("step")
+    tx.set_ylabel("Charbonnier, S/4 pixels")
+    tx.set_title("DIS-teacher term (runs that use it)")
+    if tx.lines:
+        tx.legend(fontsize=7)
     for value, name, style in ((copy, "copy", ":"), (flow, "DIS flow", "--")):
         if value is not None:
             bx.axhline(value, ls=style, color="gray")
