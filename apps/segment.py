@@ -14,7 +14,6 @@ import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,8 +67,10 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
 
 
 def sample_paths() -> tuple[Path, Path]:
-    assets = resources.files("rtvos") / "assets"
-    return Path(str(assets / "sample.mp4")), Path(str(assets / "sample_mask.png"))
+    """The shipped sample clip and its first-frame mask (one definition, in the library)."""
+    from rtvos.bench import sample_clip_paths
+
+    return sample_clip_paths()
 
 
 def parse_serve(text: str) -> tuple[str, int]:
