@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import torch
 
+import rtvos.bench as rb
 from rtvos.segmenter import _RemapPropagator, propagate_labels
 
 
@@ -45,9 +46,12 @@ def main() -> None:
                 times[name].append((time.perf_counter_ns() - t) / 1e6)
     ref = propagate_labels(lab_t, flow, a.objects + 1).numpy()
     agree = float((fast.propagate(labels, flow, a.objects + 1) == ref).mean())
-    med = {k: float(np.median(v)) for k, v in times.items()}
+    med = {k: rb.percentile(v, 50) for k, v in times.items()}
+    machine = rb.machine_info()
+    print(f"{machine['cpu']}, {machine['logical_cores']} cores, threads {a.threads}, "
+          f"load avg {machine['loadavg_start']} -> {rb.loadavg()}")
     for k, v in times.items():
-        print(f"{k:18s} p50 {med[k]:7.2f} ms  p95 {np.percentile(v, 95):7.2f} ms")
+        print(f"{k:18s} p50 {med[k]:7.2f} ms  p95 {rb.percentile(v, 95):7.2f} ms")
     print(f"cv2.remap / torch = {med['cv2.remap'] / med['torch grid_sample']:.3f}; pixel agreement {agree:.5f} "
           f"({h}x{w}, {a.objects} objects + background, {a.threads} threads)")
 

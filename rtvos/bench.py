@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 import torch
 
+from .backends import AUTO, resolve_backend
 from .io import DAVIS_PALETTE, InputError, VideoWriter, open_source, overlay, read_mask
 
 __all__ = [
@@ -63,7 +64,7 @@ __all__ = [
 
 SCHEMA_ID = "rtvos.bench/1"
 KNOWN_BACKENDS = ("eager", "compile", "onnx", "tensorrt")
-AUTO_BACKEND = "auto"  # resolved to a concrete backend per device by rtvos.backends.resolve_backend
+AUTO_BACKEND = AUTO  # resolved to a concrete backend per device by rtvos.backends.resolve_backend
 #: Stages in pipeline order; fused backends report embed_match instead of embed + match.
 PIPELINE_STAGES = ("decode", "preprocess", "embed", "match", "embed_match", "propagate", "postprocess", "overlay",
                    "encode")
@@ -541,27 +542,9 @@ def _one_line(e: BaseException) -> str:
 def _make_segmenter(model: Any, config: BenchConfig, backend: str, precision: str, cache: bool = True) -> Any:
     from .segmenter import Segmenter
 
-    dev = torch.device(config.device)
-    if backend == "onnx" and config.threads is not None:
-        # The registry takes no options; ONNX Runtime's thread count must follow --threads like torch's.
-        from .backends.onnx import OnnxBackend
-
-        seg = Segmenter(model, config.size, dev, cache_embeddings=cache, mask_resolution=config.mask_resolution,
-                        backend="eager")
-        seg.backend = OnnxBackend(model, seg.size, dev, precision, intra_op_threads=config.threads)
-        return seg
-    return Segmenter(model, config.size, dev, cache_embeddings=cache, mask_resolution=config.mask_resolution,
-                     backend=backend, precision=precision)
-
-
-def _resolve_backend(name: str, device: torch.device, precision: str) -> str:
-    """'auto' → what `Segmenter(backend="auto")` would pick on this device; benchmarks report concrete names."""
-    if name != AUTO_BACKEND:
-        return name
-    from . import backends
-
-    resolve = getattr(backends, "resolve_backend", None)
-    return resolve(name, device, precision) if resolve is not None else "eager"
+    # ONNX Runtime follows torch's thread count, which --threads has already set.
+    return Segmenter(model, config.size, torch.device(config.device), cache_embeddings=cache,
+                     mask_resolution=config.mask_resolution, backend=backend, precision=precision)
 
 
 def _net_ms(timings: dict[str, float]) -> float:
@@ -643,7 +626,7 @@ def _run(config: BenchConfig, workdir: Path, say: Callable[[str], None]) -> dict
     random_weights = any(issubclass(w.category, RandomWeightsWarning) for w in caught) or not model.meta.get(
         "trained", False)
     status = backend_status()
-    requested = list(dict.fromkeys(_resolve_backend(b, dev, config.precision) for b in config.backends))
+    requested = list(dict.fromkeys(resolve_backend(b, dev, config.precision) for b in config.backends))
     backends: dict[str, dict[str, Any]] = {}
     built: dict[tuple[str, str], tuple[Any, float]] = {}  # (backend, precision) → (segmenter, build seconds)
 
@@ -887,7 +870,8 @@ def _run(config: BenchConfig, workdir: Path, say: Callable[[str], None]) -> dict
         # Thread-pool environment changes latency a lot on a loaded machine (OMP_WAIT_POLICY=PASSIVE stops
         # OpenMP workers spinning on cores other processes need), so it is part of the settings.
         "env": {k: os.environ[k] for k in THREAD_ENV if k in os.environ},
-        "decode_encode_threads": "FFmpeg's own (decoder thread_type AUTO, libx264 veryfast), not --threads",
+        "decode_encode_threads": ("FFmpeg's own (decoder threads only above 720p or on more than 2 cores; "
+                                  "libx264 veryfast), not --threads"),
         "pipeline": "sequential on one thread (decode → step → overlay → encode), so e2e is per-frame latency",
     }
     return {

@@ -356,3 +356,16 @@ def test_auto_backend_picks_onnx_on_cpu_and_falls_back_to_eager(monkeypatch):
         backends.create_backend("onnx", model, (64, 64), cpu)
     with pytest.raises(ValueError, match="unknown backend 'nope'"):
         backends.create_backend("nope", model, (64, 64), cpu)
+
+
+@pytest.mark.skipif(backend_status()["onnx"] != "available", reason="onnxruntime not installed")
+def test_onnx_runtime_threads_follow_torch():
+    """--threads sets torch's count; ONNX Runtime must use the same, or one process runs on two budgets."""
+    model = rtvos.create_model("rpmnet_r18").eval()
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)  # more than this machine's cores, so ONNX Runtime's own default cannot match
+        b = create_backend("onnx", model, (64, 64), torch.device("cpu"))
+        assert all(s.get_session_options().intra_op_num_threads == 3 for s in b.sessions.values())
+    finally:
+        torch.set_num_threads(old)

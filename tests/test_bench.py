@@ -254,11 +254,10 @@ def test_deform_conv_flop_formula_is_registered() -> None:
 def test_auto_backend_resolves_to_a_concrete_one() -> None:
     from rtvos import backends
 
-    got = bench._resolve_backend("auto", torch.device("cpu"), "fp32")
+    got = bench.resolve_backend("auto", torch.device("cpu"), "fp32")  # the one resolver the bench uses
     assert got in bench.KNOWN_BACKENDS
-    if hasattr(backends, "resolve_backend"):
-        assert got == backends.resolve_backend("auto", torch.device("cpu"), "fp32")
-    assert bench._resolve_backend("compile", torch.device("cpu"), "fp32") == "compile"
+    assert got == backends.resolve_backend("auto", torch.device("cpu"), "fp32")
+    assert bench.resolve_backend("compile", torch.device("cpu"), "fp32") == "compile"
 
 
 # -- errors -------------------------------------------------------------------------------------------------

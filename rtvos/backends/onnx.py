@@ -323,8 +323,9 @@ class OnnxBackend(Backend):
         }
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if intra_op_threads is not None:  # default: one per physical core; benchmarks pin it to match torch's
-            opts.intra_op_num_threads = intra_op_threads
+        # Follow torch's thread count (what --threads / torch.set_num_threads chose), so every backend of one
+        # process uses the same number of cores; an explicit count overrides it.
+        opts.intra_op_num_threads = intra_op_threads if intra_op_threads is not None else torch.get_num_threads()
         # Spinning worker threads steal the cores the decoder, encoder and other processes need; on a shared
         # 2-core machine they made steps several times slower. Sleep between ops instead.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
