@@ -30,9 +30,9 @@ def add_parser(sub: Any) -> None:
                    help="first-frame mask PNG for SOURCE (default: the sample's mask, the synthetic ground truth, "
                    "or a centred box)")
     p.add_argument("--model", default="default", help="'default', a registered model name, or a checkpoint path")
-    p.add_argument("--backend", nargs="+", default=["eager"], metavar="NAME",
+    p.add_argument("--backend", nargs="+", default=["auto"], metavar="NAME",
                    help=f"one or several of {', '.join(BACKEND_CHOICES)} (auto: what Segmenter would pick here); "
-                   "the first available one runs the per-stage pipeline (default: eager)")
+                   "the first available one runs the per-stage pipeline (default: auto, what `rtvos segment` runs)")
     p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
     p.add_argument("--size", type=int, default=None, help="model input size S, multiple of 64 (default: model's)")
     p.add_argument("--frames", type=int, default=100, help="measured frames (after the anchor and warm-up)")

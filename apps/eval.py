@@ -16,8 +16,15 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--dataset", default="davis2017", help="davis2016 | davis2017 | segtrack | youtube-objects")
     p.add_argument("--resolution", default="480p", help="DAVIS resolution folder (default 480p)")
     p.add_argument("--out", default="rtvos_eval", help="output folder: <out>/<method>/<seq>/%%05d.png + tables")
-    p.add_argument("--method", nargs="+", default=["rpmnet"], choices=("rpmnet", "copy", "flow"),
-                   help="one or more methods, each scored (default rpmnet)")
+    p.add_argument("--method", nargs="+", default=["rpmnet"], metavar="METHOD",
+                   help="rpmnet | rpmnet-paper | copy | flow | flow-plain, each scored (default rpmnet: --model, i.e. the "
+                   "shipped default). rpmnet-paper: the shipped paper-architecture model; flow: DIS through the "
+                   "Segmenter's own propagator; flow-plain: the classic hard-label DIS baseline")
+    p.add_argument("--flow-preset", nargs="+", default=["medium"], metavar="PRESET",
+                   help="DIS preset(s) for flow / flow-plain (ultrafast, fast, medium, ultrafast-fine, medium-fine); "
+                   "several give one result each (default medium)")
+    p.add_argument("--propagation", choices=("soft", "hard"), default="soft",
+                   help="soft: carry per-object scores between frames (default); hard: labels only")
     p.add_argument("--crf", nargs="+", default=["none"], choices=("none", "dense", "fast"),
                    help="CRF refinement(s); several give one result per method and mode")
     p.add_argument("--results", default=None,
@@ -55,8 +62,23 @@ def _print_run(summary: dict[str, Any], label: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rtvos.eval import load_dataset
-    from rtvos.eval.runner import MethodRun, plot_jf_bars, run_benchmark, run_summary, score_results, write_report
+    from rtvos.eval.runner import (
+        METHODS,
+        MethodRun,
+        plot_jf_bars,
+        run_benchmark,
+        run_summary,
+        score_results,
+        write_report,
+    )
+    from rtvos.flow import FLOW_PRESETS
 
+    for m in args.method:
+        if m not in METHODS:
+            raise ValueError(f"unknown --method {m!r}; expected one of {', '.join(METHODS)}")
+    for p in args.flow_preset:
+        if p not in FLOW_PRESETS:
+            raise ValueError(f"unknown --flow-preset {p!r}; expected one of {', '.join(FLOW_PRESETS)}")
     if args.size is not None and (args.size <= 0 or args.size % 64):
         raise ValueError(f"--size must be a positive multiple of 64, got {args.size}")
     if args.workers < 0:
@@ -84,10 +106,17 @@ def run(args: argparse.Namespace) -> int:
             for w in caught:
                 print(f"warning: {w.message}")
 
-        def factory(name: str) -> Any:
+        # flow methods run once per preset, labelled flow-<preset> / flow-plain-<preset>.
+        plan = {}
+        for m in args.method:
+            for preset in (args.flow_preset if m.startswith("flow") else [None]):
+                plan[m if preset is None else f"{m}-{preset}"] = (m, preset or "medium")
+
+        def factory(label: str) -> Any:
+            name, preset = plan[label]
             return build_method(name, model, args.size, args.device, args.backend, args.mask_resolution,
-                                args.matching)
-        runs = run_benchmark(sequences, out, args.method, args.crf, args.set_name, args.workers,
+                                args.matching, flow_preset=preset, propagation=args.propagation)
+        runs = run_benchmark(sequences, out, list(plan), args.crf, args.set_name, args.workers,
                              progress=not args.quiet, method_factory=factory, crf_device=args.device)
     summaries = {r.label: run_summary(r, sequences) for r in runs}
     for label, s in summaries.items():

@@ -9,6 +9,7 @@ on a writer thread, joined by bounded queues. The helpers below are shared with 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import warnings
@@ -120,8 +121,11 @@ def load_segmenter(args: argparse.Namespace) -> Segmenter:
     seg = rtvos.Segmenter(model, size=args.size, device=torch.device(args.device),
                           mask_resolution=args.mask_resolution, backend=args.backend, precision=args.precision)
     if not getattr(args, "quiet", False):
-        print(f"rtvos: model {model.meta.get('source', args.model)}, S={seg.size[0]} backend {seg.backend.name} "
-              f"{args.precision} on {seg.device}", file=sys.stderr)
+        from rtvos.backends import resolve_backend
+
+        print(f"rtvos: model {model.meta.get('source', args.model)}, S={seg.size_spec} backend "
+              f"{resolve_backend(args.backend, seg.device, args.precision)} {args.precision} on {seg.device}",
+              file=sys.stderr)
     return seg
 
 
@@ -179,13 +183,20 @@ def run_stream(
         size = tuple(getattr(src, "size", (0, 0)))
         if first_mask is not None and size[0] > 0 and first_mask.shape != size:
             raise InputError(_mask_size_error(mask_path, first_mask, source, size))
+        if first_mask is not None and not first_mask.any():  # would run to the end with empty output
+            raise InputError(f"first mask {mask_path} has no object: every pixel is 0 (background)")
+        # Everything checkable is checked before the model loads (seconds) and before any folder is made.
+        if args.box and size[0] > 0:
+            parse_box(args.box, size)  # bounds against the source's frame size
+        _check_output_paths(outs)
 
         seg = load_segmenter(args)
         if outs.serve is not None:
             from rtvos.web import LiveView
 
             view = LiveView(*outs.serve)
-            print(f"rtvos {cmd}: live view at {view.start()}", file=sys.stderr, flush=True)
+            view.start()
+            print(f"rtvos {cmd}: {view.describe()}", file=sys.stderr, flush=True)
         sinks = _build_sinks(outs, palette, view, src)
         provider = _first_mask_provider(cmd, args, first_mask, mask_path, source, view)
         config = PipelineConfig(max_frames=args.max_frames, progress="off" if args.quiet else "auto",
@@ -209,7 +220,7 @@ def run_stream(
             return 0
         raise InputError(f"no frames decoded from {getattr(src, 'name', source)}")
     s = seg.size
-    print(summary.describe() + f"\nmodel: S={s[0] if s[0] == s[1] else s}, {args.device}")
+    print(summary.describe() + f"\nmodel: input {s[0]}x{s[1]} (short side {seg.size_spec}), {args.device}")
     for sink in sinks:
         if sink.name != "live" and (line := sink.describe()):
             print(line)
@@ -221,6 +232,24 @@ def _mask_size_error(path: Path | None, mask: np.ndarray, source: Any, size: tup
 
     return (f"mask {path} is {mask.shape[1]}x{mask.shape[0]} but the frames of {redact_url(str(source))} are "
             f"{size[1]}x{size[0]}")
+
+
+def _check_output_paths(outs: Outputs) -> None:
+    """Each output must be creatable: its nearest existing ancestor is a writable folder (nothing is made)."""
+    from rtvos.io import InputError
+
+    for path in (outs.video, outs.masks, outs.jsonl):
+        if path is None:
+            continue
+        probe = Path(path).absolute()
+        if probe.exists() and path in (outs.video, outs.jsonl) and probe.is_dir():
+            raise InputError(f"output {path} is a folder, expected a file path")
+        while not probe.exists():
+            probe = probe.parent
+        if not probe.is_dir():
+            raise InputError(f"cannot create output {path}: {probe} is a file, not a folder")
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise InputError(f"cannot create output {path}: {probe} is not writable")
 
 
 def _build_sinks(outs: Outputs, palette: np.ndarray, view: Any, src: Any) -> list[Sink]:

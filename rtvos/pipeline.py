@@ -343,11 +343,13 @@ class Pipeline:
             while not self._writer_ready.wait(self.config.poll_s):
                 pass
             self._check_writer()
+            if info.size[0] > 0 and info.size[1] > 0:  # build/export the backend for this input shape now,
+                self.segmenter.prepare(info.size)  # not inside the first timed step
             reader.start()
             self._main_loop(progress)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM turned into one by the CLI (a subclass named so)
             self._interrupted = True
-            self._stop_reason = self._stop_reason or "Ctrl-C"
+            self._stop_reason = self._stop_reason or ("SIGTERM" if type(e).__name__ == "_Terminated" else "Ctrl-C")
         except _WriterStopped:
             pass  # the writer's error (if any) is raised below, after the flush
         except BaseException as err:

@@ -7,6 +7,7 @@ mask at t−1, the object ids) lives in a typed `SegmenterState`, so one model c
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import cv2
@@ -16,14 +17,18 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .backends import Backend, create_backend
+from .flow import FLOW_PRESETS, DISFlow, to_gray
 from .models.rpmnet import SIZE_MULTIPLE, RPMNet, resize_flow, warp
 
-__all__ = ["Segmenter", "SegmenterState", "StepResult", "to_model_input", "propagate_labels", "DEFAULT_SIZE"]
+__all__ = ["Segmenter", "SegmenterState", "StepResult", "to_model_input", "propagate_labels", "propagate_scores",
+           "model_input_size", "DEFAULT_SIZE", "PROPAGATION_MODES"]
+
+PROPAGATION_MODES = ("soft", "hard")  # soft: per-object scores carried between frames; hard: labels only
 
 DEFAULT_SIZE = 512  # the paper's S, used when a checkpoint does not record the size it was trained at
 
 # Fused backends report "embed_match" instead of "embed" + "match" (one compiled unit per frame).
-STAGES = ("preprocess", "embed", "match", "embed_match", "propagate", "postprocess")
+STAGES = ("preprocess", "flow", "embed", "match", "embed_match", "propagate", "postprocess")
 
 
 @dataclass
@@ -34,10 +39,20 @@ class StepResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     anchored: bool = False  # True when this frame's mask was given, not propagated
     flow: Tensor | None = None  # f4 (N×2×S/4×S/4, dy/dx in S/4 px) that produced this mask, None when anchored
+    object_scores: np.ndarray | None = None  # K×H×W float32 soft scores of the objects (soft propagation)
 
     @property
     def total_ms(self) -> float:
         return sum(self.timings_ms.values())
+
+    @property
+    def scores(self) -> np.ndarray | None:
+        """(K+1)×H×W float32 per-class scores in [0, 1] summing to 1, background first (what argmax turned into
+        `mask`); None with hard propagation."""
+        if self.object_scores is None:
+            return None
+        bg = np.clip(1.0 - self.object_scores.sum(0, keepdims=True), 0.0, 1.0)
+        return np.concatenate((bg, self.object_scores), 0)
 
 
 @dataclass
@@ -46,6 +61,8 @@ class SegmenterState:
     frame_size: tuple[int, int] | None = None  # (H, W) of the stream
     object_ids: Tensor | None = None  # (K+1,) uint8, object_ids[0] == 0
     labels: Tensor | None = None  # (H, W) uint8 indices into object_ids: the mask at t−1
+    scores: np.ndarray | None = None  # K×H×W float32 object scores at t−1 (soft propagation); bg = 1 − sum
+    prev_gray: np.ndarray | None = None  # frame t−1 in grey, for DIS (flow method and prior models)
     prev_embedding: Tensor | None = None  # E(frame t−1), the cache that makes a step one embedding
     prev_input: Tensor | None = None  # preprocessed frame t−1, kept only when caching is off
 
@@ -61,11 +78,31 @@ def _as_size(size: int | tuple[int, int]) -> tuple[int, int]:
     return hw  # type: ignore[return-value]
 
 
+def _check_size_spec(size: int | tuple[int, int]) -> int | tuple[int, int]:
+    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+        _as_size(int(size))
+        return int(size)
+    return _as_size(size)
+
+
+def model_input_size(frame_hw: tuple[int, int], size: int | tuple[int, int]) -> tuple[int, int]:
+    """The network input for a frame: an explicit (H, W) as given; an int is the *short* side, and the long side
+    keeps the frame's aspect, rounded to the nearest multiple of 64 the network needs (never squashed to a
+    square: a 854×480 frame at 128 becomes 128×256)."""
+    if not isinstance(size, (int, np.integer)) or isinstance(size, bool):
+        return _as_size(size)
+    s = _as_size(int(size))[0]
+    fh, fw = (max(1, int(v)) for v in frame_hw)
+    long_side = max(SIZE_MULTIPLE, int(round(max(fh, fw) * s / min(fh, fw) / SIZE_MULTIPLE)) * SIZE_MULTIPLE)
+    return (s, long_side) if fh <= fw else (long_side, s)
+
+
 def to_model_input(
     frame: np.ndarray, size: int | tuple[int, int], device: str | torch.device = "cpu"
 ) -> Tensor:
-    """H×W×3 uint8 → 1×3×S×S float in [0, 1]; resized on the CPU in uint8, where it is cheapest."""
-    h, w = _as_size(size)
+    """H×W×3 uint8 → 1×3×h×w float in [0, 1] (`model_input_size`); resized on the CPU in uint8, where it is
+    cheapest."""
+    h, w = model_input_size(frame.shape[:2], size)
     if frame.shape[:2] != (h, w):
         shrink = frame.shape[0] > h and frame.shape[1] > w
         frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
@@ -85,13 +122,28 @@ def propagate_labels(labels: Tensor, flow: Tensor, num_classes: int, mask_resolu
     return scores[0].argmax(0)
 
 
+def propagate_scores(scores: Tensor, field: Tensor) -> Tensor:
+    """Reference soft propagation in PyTorch: K×H×W object scores warped by a 1×2×H×W (dy, dx) field in frame
+    pixels (D4 at frame resolution). Sources outside the frame give 0, so their mass goes to the background,
+    whose score is 1 − the objects' sum."""
+    return warp(scores[None].float(), field)[0]
+
+
+def labels_from_scores(scores: np.ndarray) -> np.ndarray:
+    """K×H×W object scores → H×W uint8 indices (0 = background, k = object k), argmax over (1 − sum, scores)."""
+    if len(scores) == 1:
+        return (scores[0] > 0.5).view(np.uint8)
+    full = np.concatenate((1.0 - scores.sum(0, keepdims=True), scores), 0)
+    return full.argmax(0).astype(np.uint8)
+
+
 class _RemapPropagator:
     """CPU fast path for full-resolution propagation: the same bilinear backward warp as `warp`, done by
-    cv2.remap one 8-bit object map at a time, with a running argmax (≈10x grid_sample on float one-hots at
-    854x480, and no H×W×K array is ever built).
+    cv2.remap on fixed-point maps computed once per frame (≈10x grid_sample at 854x480).
 
     cv2.resize(INTER_LINEAR) and remap share grid_sample's convention (align_corners=False, pixel centres at
-    integers, zero outside), so only the 8-bit score rounding differs from `propagate_labels`.
+    integers, zero outside), so only remap's 1/32-pixel coordinate rounding (and, for hard labels, 8-bit
+    scores) differs from `propagate_labels` / `propagate_scores`.
     """
 
     def __init__(self) -> None:
@@ -103,24 +155,39 @@ class _RemapPropagator:
             self._grid = ((h, w), ys, xs)
         return self._grid[1], self._grid[2]
 
-    def propagate(self, labels: np.ndarray, flow: Tensor, num_classes: int) -> np.ndarray:
-        """labels: H×W indices (< 256); returns H×W uint8 indices."""
-        h, w = labels.shape
-        f = flow[0].detach().float().cpu().numpy()
-        fh, fw = f.shape[-2:]
+    def maps(self, h: int, w: int, flow: Tensor | None, base: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Fixed-point remap maps for the field base (H×W×2 (dx, dy) in frame px, or 0) + flow (N×2×h×w (dy, dx)
+        on any grid, resized and rescaled to the frame)."""
         ys, xs = self._coords(h, w)
-        map_y = cv2.resize(f[0], (w, h), interpolation=cv2.INTER_LINEAR)
-        map_y *= h / fh
+        if flow is not None:
+            f = flow[0].detach().float().cpu().numpy()
+            fh, fw = f.shape[-2:]
+            map_y = cv2.resize(f[0], (w, h), interpolation=cv2.INTER_LINEAR)
+            map_y *= h / fh
+            map_x = cv2.resize(f[1], (w, h), interpolation=cv2.INTER_LINEAR)
+            map_x *= w / fw
+            if base is not None:
+                map_x += base[..., 0]
+                map_y += base[..., 1]
+        elif base is not None:
+            map_x, map_y = base[..., 0].copy(), base[..., 1].copy()
+        else:
+            raise ValueError("maps: no field given")
         map_y += ys
-        map_x = cv2.resize(f[1], (w, h), interpolation=cv2.INTER_LINEAR)
-        map_x *= w / fw
         map_x += xs
         # Fixed-point maps: what remap uses internally for float maps anyway, computed once for all K maps.
-        m1, m2 = cv2.convertMaps(map_x, map_y, cv2.CV_16SC2)
+        return cv2.convertMaps(map_x, map_y, cv2.CV_16SC2)
+
+    @staticmethod
+    def hard(labels: np.ndarray, maps: tuple[np.ndarray, np.ndarray], num_classes: int) -> np.ndarray:
+        """labels: H×W indices (< 256); returns H×W uint8 indices (running argmax over 8-bit one-hot warps)."""
+        h, w = labels.shape
+        m1, m2 = maps
         lab8 = labels if labels.dtype == np.uint8 else labels.astype(np.uint8)
         best = idx = None
         for k in range(num_classes):
-            score = cv2.remap(cv2.compare(lab8, k, cv2.CMP_EQ), m1, m2, cv2.INTER_LINEAR,
+            onehot = np.equal(lab8, k).view(np.uint8) * np.uint8(255)  # (cv2.compare trips on 1×1 frames)
+            score = cv2.remap(onehot, m1, m2, cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
             if best is None:
                 best, idx = score, np.zeros((h, w), np.uint8)
@@ -131,17 +198,32 @@ class _RemapPropagator:
         # All-zero scores (sampled outside the image) keep index 0, the background, as in the reference.
         return idx
 
+    @staticmethod
+    def soft(scores: np.ndarray, maps: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        """K×H×W float32 object scores → warped K×H×W (zero outside: that mass becomes background)."""
+        m1, m2 = maps
+        out = np.empty_like(scores)
+        for k in range(len(scores)):
+            cv2.remap(scores[k], m1, m2, cv2.INTER_LINEAR, dst=out[k], borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return out
+
 
 class Segmenter:
     """`step(frame, mask=None)` per frame; a mask on the first frame (and optionally later, to re-anchor).
 
-    mask_resolution="full" warps the previous mask at frame resolution with f4 upsampled (sharp boundaries);
-    "model" warps it at S/4 as the paper does and upsamples the scores.
+    The displacement field that carries the mask from t−1 to t comes from the model (RPM-Net's f4; for a prior
+    model, its DIS prior + the learned residual) or, with ``model=None``, from DIS alone (``flow_preset``): the
+    classical baseline through exactly the same propagator.
+
+    propagation="soft" carries per-object scores between frames (argmax only for the output); "hard" re-binarises
+    every frame. mask_resolution="full" warps at frame resolution with the field upsampled (sharp boundaries);
+    "model" warps at S/4 as the paper does and upsamples the scores. ``size`` is the network input's short side
+    (the long side keeps the frame's aspect, `model_input_size`) or an explicit (H, W).
     """
 
     def __init__(
         self,
-        model: RPMNet,
+        model: RPMNet | None,
         size: int | tuple[int, int] | None = None,
         device: str | torch.device = "cpu",
         cache_embeddings: bool = True,
@@ -149,23 +231,91 @@ class Segmenter:
         sync_timings: bool = True,
         backend: str = "eager",
         precision: str = "fp32",
+        propagation: str = "soft",
+        flow_preset: str | None = None,
     ) -> None:
         if mask_resolution not in ("full", "model"):
             raise ValueError(f"mask_resolution must be 'full' or 'model', got {mask_resolution!r}")
-        # None: the size the checkpoint was trained at (recorded in its meta), else the paper's 512.
-        self.size = _as_size(size if size is not None else int(model.meta.get("size", DEFAULT_SIZE)))
+        if propagation not in PROPAGATION_MODES:
+            raise ValueError(f"propagation must be one of {PROPAGATION_MODES}, got {propagation!r}")
+        if model is None:
+            if flow_preset is None or flow_preset not in FLOW_PRESETS:
+                raise ValueError(f"without a model, flow_preset must be one of {list(FLOW_PRESETS)}, got {flow_preset!r}")
+            if mask_resolution != "full":
+                raise ValueError("the DIS field is computed at frame resolution: mask_resolution must be 'full'")
+        elif flow_preset is not None:
+            raise ValueError("flow_preset is for model=None (the DIS baseline); a prior model names its own preset")
         self.device = torch.device(device)
-        self.model = model.eval().to(self.device)
-        self.backend: Backend = create_backend(backend, self.model, self.size, self.device, precision)
+        self.model = model.eval().to(self.device) if model is not None else None
+        # None: the size the checkpoint was trained at (recorded in its meta), else the paper's 512.
+        spec = size if size is not None else (int(model.meta.get("size", DEFAULT_SIZE)) if model else DEFAULT_SIZE)
+        self.size_spec = _check_size_spec(spec)
+        from .backends import AUTO, list_backends
+
+        if backend != AUTO and backend not in list_backends():  # fail now, not at the first frame
+            raise ValueError(f"unknown backend {backend!r}; expected one of {[AUTO, *list_backends()]}")
+        if precision not in ("fp32", "fp16"):
+            raise ValueError(f"precision must be 'fp32' or 'fp16', got {precision!r}")
+        self.backend_name, self.precision = backend, precision
+        self._backends: dict[tuple[int, int], Backend] = {}
+        self._current: tuple[int, int] | None = None
         self.cache_embeddings = cache_embeddings
         self.mask_resolution = mask_resolution
+        self.propagation = propagation
+        preset = flow_preset if model is None else model.config.prior
+        self.flow_preset = preset
+        self._dis = DISFlow(preset) if preset is not None else None
+        self._pool: ThreadPoolExecutor | None = None  # DIS beside the embedding (prior models)
         self.sync_timings = sync_timings and self.device.type == "cuda"
         self.state = SegmenterState()
         self._remap = _RemapPropagator()  # scratch (coordinate grid), not stream state
+        if not isinstance(self.size_spec, int):  # an explicit input size: build the backend now
+            self.prepare(self.size_spec)
+
+    # -- geometry and backends -------------------------------------------------------------------------------
+    def input_size(self, frame_hw: tuple[int, int]) -> tuple[int, int]:
+        """The network input (h, w) for frames of this size."""
+        return model_input_size(frame_hw, self.size_spec)
+
+    def prepare(self, frame_hw: tuple[int, int]) -> Backend | None:
+        """Build (or reuse) the backend for frames of this size: exports are keyed by shape. None without a model."""
+        if self.model is None:
+            return None
+        hw = self.input_size(frame_hw)
+        if hw not in self._backends:
+            self._backends[hw] = create_backend(self.backend_name, self.model, hw, self.device, self.precision)
+        self._current = hw
+        return self._backends[hw]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """The network input of the latest prepared frame size (or the explicit size); (S, S) before any."""
+        if self._current is not None:
+            return self._current
+        return self.size_spec if isinstance(self.size_spec, tuple) else (self.size_spec, self.size_spec)
+
+    @property
+    def backend(self) -> Backend:
+        b = self._backends.get(self.size)
+        if b is None:
+            b = self.prepare(self.size)
+        if b is None:
+            raise RuntimeError("this Segmenter runs DIS only (model=None): it has no network backend")
+        return b
+
+    @backend.setter
+    def backend(self, value: Backend) -> None:  # benchmarks share one compiled unit between two Segmenters
+        self._current = tuple(value.size)  # type: ignore[assignment]
+        self._backends[self._current] = value  # type: ignore[index]
 
     def reset(self) -> None:
         """Forget the stream (cache, mask, ids); the next step needs a mask again."""
         self.state = SegmenterState()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     # -- per-frame -------------------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -182,34 +332,58 @@ class Segmenter:
         st = self.state
         timings: dict[str, float] = {}
         clock = _Clock(timings, self.sync_timings, self.device)
+        h, w = frame.shape[:2]
 
-        x = self.preprocess(frame)
+        gray = to_gray(frame) if self._dis is not None else None
+        pending = None
+        if mask is None and self._dis is not None and self.model is not None:  # DIS beside the embedding
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="rtvos-dis")
+            pending = self._pool.submit(self._dis, gray, st.prev_gray)
+        x = None
+        if self.model is not None:
+            backend = self.prepare((h, w))
+            x = self.preprocess(frame)
         clock.lap("preprocess")
 
         flow = None
         if mask is not None:
-            emb = self.backend.embed(x)
+            emb = backend.embed(x) if self.model is not None else None
             clock.lap("embed")
             labels, ids = self._labels_from_mask(mask)
             st.object_ids, st.labels, st.frame_size = ids, labels, frame.shape[:2]
+            st.scores = self._onehot_scores(labels, len(ids)) if self.propagation == "soft" else None
             out = mask.copy()
         else:
-            prev = st.prev_embedding if self.cache_embeddings else self.backend.embed(st.prev_input)
-            if self.backend.fused:
-                emb, flow = self.backend.step(x, prev)
-                clock.lap("embed_match")
-            else:  # separate stages, timed separately
-                emb = self.backend.embed(x)
-                clock.lap("embed")
-                flow = self.backend.match(prev, emb)
-                clock.lap("match")
-            st.labels = self.propagate(st.labels, flow, len(st.object_ids))
+            dis_field = None
+            if self.model is None:
+                dis_field = self._dis(gray, st.prev_gray)  # type: ignore[misc, arg-type]
+                clock.lap("flow")
+                emb = None
+            else:
+                prev = st.prev_embedding if self.cache_embeddings else backend.embed(st.prev_input)
+                prior = None
+                if pending is not None or not backend.fused:
+                    emb = backend.embed(x)
+                    clock.lap("embed")
+                    if pending is not None:
+                        dis_field = pending.result()
+                        clock.lap("flow")
+                        prior = self._field_to_grid(dis_field, emb.shape[-2:])
+                    flow = backend.match(prev, emb, prior)
+                    clock.lap("match")
+                else:
+                    emb, flow = backend.step(x, prev)
+                    clock.lap("embed_match")
+            # A prior model's output is the residual around its DIS prior: both are added at frame resolution.
+            self._propagate(dis_field, flow, len(st.object_ids), (h, w))
             clock.lap("propagate")
             out = self._ids_of(st.labels)
         clock.lap("postprocess")
 
         st.prev_embedding = emb
         st.prev_input = None if self.cache_embeddings else x
+        st.prev_gray = gray
         st.frame_index += 1
         return StepResult(
             mask=out,
@@ -218,17 +392,65 @@ class Segmenter:
             timings_ms=timings,
             anchored=mask is not None,
             flow=flow,
+            object_scores=st.scores,
         )
 
     # -- building blocks (public so backends and benchmarks can time them alone) ----------------------------
     def preprocess(self, frame: np.ndarray) -> Tensor:
-        return to_model_input(frame, self.size, self.device)
+        return to_model_input(frame, self.input_size(frame.shape[:2]), self.device)
+
+    def _field_to_grid(self, field: np.ndarray, grid: tuple[int, int]) -> Tensor:
+        """H×W×2 (dx, dy) frame-pixel field → 1×2×h×w (dy, dx) in grid pixels, area-resized (the model's layout)."""
+        fh, fw = field.shape[:2]
+        gh, gw = int(grid[0]), int(grid[1])
+        small = cv2.resize(field, (gw, gh), interpolation=cv2.INTER_AREA)
+        out = np.stack((small[..., 1] * (gh / fh), small[..., 0] * (gw / fw)))
+        return torch.from_numpy(out).unsqueeze(0).to(self.device)
+
+    def _propagate(self, base: np.ndarray | None, flow: Tensor | None, num_classes: int, hw: tuple[int, int]) -> None:
+        """Carry the stream's mask (and scores) from t−1 to t by the field base (frame px) + flow (S/4 grid)."""
+        st = self.state
+        if self.mask_resolution == "full" and st.labels.device.type == "cpu" and num_classes <= 256:
+            maps = self._remap.maps(hw[0], hw[1], flow, base)
+            if self.propagation == "soft":
+                st.scores = self._remap.soft(st.scores, maps)
+                st.labels = torch.from_numpy(labels_from_scores(st.scores))
+            else:
+                st.labels = torch.from_numpy(self._remap.hard(st.labels.numpy(), maps, num_classes))
+            return
+        if self.mask_resolution == "full":
+            field = resize_flow(flow, hw) if flow is not None else torch.zeros(1, 2, *hw, device=self.device)
+            if base is not None:
+                field = field + torch.from_numpy(base[..., ::-1].copy()).permute(2, 0, 1)[None].to(field)
+            if self.propagation == "soft":
+                sc = propagate_scores(torch.from_numpy(st.scores).to(self.device), field)
+                st.scores = sc.cpu().numpy()
+                st.labels = torch.from_numpy(labels_from_scores(st.scores)).to(self.device)
+            else:
+                st.labels = propagate_labels(st.labels, field, num_classes, "full").to(torch.uint8)
+            return
+        # The paper's S/4 propagation (model fields only).
+        if self.propagation == "soft":
+            sc = torch.from_numpy(st.scores).to(self.device)[None]
+            small = F.interpolate(sc, size=flow.shape[-2:], mode="area")
+            sc = F.interpolate(warp(small, flow), size=hw, mode="bilinear", align_corners=False)[0]
+            st.scores = sc.clamp_(0, 1).cpu().numpy()
+            st.labels = torch.from_numpy(labels_from_scores(st.scores)).to(self.device)
+        else:
+            st.labels = propagate_labels(st.labels, flow, num_classes, "model").to(torch.uint8)
 
     def propagate(self, labels: Tensor, flow: Tensor, num_classes: int) -> Tensor:
-        """Warp one binary map per object (background included) by D4 and take the argmax."""
+        """Hard propagation of an index map by a model field f4 (benchmarks time this stage alone)."""
         if self.mask_resolution == "full" and labels.device.type == "cpu" and num_classes <= 256:
-            return torch.from_numpy(self._remap.propagate(labels.numpy(), flow, num_classes))
+            maps = self._remap.maps(labels.shape[0], labels.shape[1], flow)
+            return torch.from_numpy(self._remap.hard(labels.numpy(), maps, num_classes))
         return propagate_labels(labels, flow, num_classes, self.mask_resolution)
+
+    @staticmethod
+    def _onehot_scores(labels: Tensor, num_classes: int) -> np.ndarray:
+        lab = labels.cpu().numpy()
+        return np.stack([(lab == k).astype(np.float32) for k in range(1, num_classes)]) if num_classes > 1 else \
+            np.zeros((0, *lab.shape), np.float32)
 
     def _labels_from_mask(self, mask: np.ndarray) -> tuple[Tensor, Tensor]:
         """Mask ids → uint8 indices into the sorted ids (≤ 256 classes, so indices fit in a byte)."""

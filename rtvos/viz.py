@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .segmenter import Segmenter, to_model_input
 from .models.rpmnet import STRIDE, RPMNet
 from .ops import DeformConv2d
+from .segmenter import Segmenter, to_model_input
 
 __all__ = [
     "embedding_pca",

@@ -48,7 +48,7 @@ def copy_flow_run(davis: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
     out = tmp_path_factory.mktemp("out")
     rc = main([
         "eval", str(davis), "--set", "mini", "--dataset", "davis2017", "--out", str(out),
-        "--method", "copy", "flow", "--json", str(out / "s.json"), "--quiet",
+        "--method", "copy", "flow", "flow-plain", "--flow-preset", "medium", "--json", str(out / "s.json"), "--quiet",
     ])
     assert rc == 0
     return out, json.loads((out / "s.json").read_text())
@@ -58,10 +58,10 @@ def test_flow_beats_copy_and_files_exist(copy_flow_run: tuple[Path, dict]) -> No
     out, summary = copy_flow_run
     assert set(summary["global"]) == GLOBAL_KEYS
     methods = summary["methods"]
-    assert set(methods) == {"copy", "flow"}
-    assert methods["flow"]["global"]["J&F"] > methods["copy"]["global"]["J&F"] + 0.05
-    assert set(summary["ms_per_frame"]) == {"copy", "flow"} and all(v > 0 for v in summary["ms_per_frame"].values())
-    for m in ("copy", "flow"):
+    assert set(methods) == {"copy", "flow-medium", "flow-plain-medium"}
+    assert methods["flow-medium"]["global"]["J&F"] > methods["copy"]["global"]["J&F"] + 0.05
+    assert set(summary["ms_per_frame"]) == {"copy", "flow-medium", "flow-plain-medium"} and all(v > 0 for v in summary["ms_per_frame"].values())
+    for m in ("copy", "flow-medium", "flow-plain-medium"):
         d = out / m
         assert len(list((d / "alpha").glob("*.png"))) == 8
         assert (d / "global_results-mini.csv").is_file() and (d / "per-sequence_results-mini.csv").is_file()
@@ -78,12 +78,12 @@ def test_flow_beats_copy_and_files_exist(copy_flow_run: tuple[Path, dict]) -> No
 
 def test_results_rescoring_matches_run(copy_flow_run: tuple[Path, dict], davis: Path, tmp_path: Path) -> None:
     out, summary = copy_flow_run
-    rc = main(["eval", str(davis), "--set", "mini", "--dataset", "davis2017", "--results", str(out / "flow"),
+    rc = main(["eval", str(davis), "--set", "mini", "--dataset", "davis2017", "--results", str(out / "flow-medium"),
                "--out", str(tmp_path / "re"), "--json", str(tmp_path / "re.json")])
     assert rc == 0
     again = json.loads((tmp_path / "re.json").read_text())
-    assert again["global"] == summary["methods"]["flow"]["global"]
-    assert again["sequences"] == summary["methods"]["flow"]["sequences"]
+    assert again["global"] == summary["methods"]["flow-medium"]["global"]
+    assert again["sequences"] == summary["methods"]["flow-medium"]["sequences"]
 
 
 def test_missing_results_is_one_line_error(davis: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -149,13 +149,13 @@ def test_attribute_table_groups_sequences(davis: Path, copy_flow_run: tuple[Path
         "sequences:\n- name: alpha\n  attributes: [FM, OCC]\n- name: beta\n  attributes: [FM]\n"
     )
     seqs = load_dataset(root, "davis2017", "mini")
-    scores = score_results(seqs, copy_flow_run[0] / "flow")
+    scores = score_results(seqs, copy_flow_run[0] / "flow-medium")
     table = attribute_table(scores, seqs)
     assert set(table) == {"FM", "OCC"} and table["FM"]["sequences"] == 2
     alpha = next(s for s in scores.sequences if s.name == "alpha")
     assert table["OCC"]["J"] == pytest.approx(alpha.mean_j)
     assert table["FM"]["J"] == pytest.approx(np.mean([s.mean_j for s in scores.sequences]))
-    rc = main(["eval", str(root), "--set", "mini", "--dataset", "davis2017", "--results", str(copy_flow_run[0] / "flow"),
+    rc = main(["eval", str(root), "--set", "mini", "--dataset", "davis2017", "--results", str(copy_flow_run[0] / "flow-medium"),
                "--out", str(tmp_path / "attr_out")])
     assert rc == 0
     md = (tmp_path / "attr_out" / "attributes.md").read_text()

@@ -3,8 +3,17 @@ import torch
 
 import rtvos
 from rtvos.models import (
-    MATCHING_VARIANTS, CheckpointError, FCNResNet, RPMNet, RPMNetConfig, create_model, load_checkpoint,
-    load_model, resize_flow, save_checkpoint, warp,
+    MATCHING_VARIANTS,
+    CheckpointError,
+    FCNResNet,
+    RPMNet,
+    RPMNetConfig,
+    create_model,
+    load_checkpoint,
+    load_model,
+    resize_flow,
+    save_checkpoint,
+    warp,
 )
 from rtvos.ops import DeformConv2d, deform_conv2d
 
@@ -13,7 +22,12 @@ BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 
 
 
 def test_registry_lists_all_depths():
-    assert rtvos.list_models() == ["rpmnet_r101", "rpmnet_r18", "rpmnet_r34", "rpmnet_r50"]
+    assert rtvos.list_models() == ["rpmnet_dis_r18_w50", "rpmnet_dis_r18_w50_cu", "rpmnet_r101", "rpmnet_r18",
+                                   "rpmnet_r34", "rpmnet_r50"]
+    from rtvos.models import model_name
+
+    for name in rtvos.list_models():  # every registered variant round-trips through its config
+        assert model_name(create_model(name).config) == name
     with pytest.raises(ValueError, match="unknown model 'rpmnet_r7'"):
         create_model("rpmnet_r7")
     with pytest.raises(ValueError, match="unknown matching variant 'bogus'"):
@@ -184,3 +198,34 @@ def test_named_random_init_is_reproducible_and_leaves_the_global_rng_alone():
     assert torch.equal(torch.rand(3), before)  # the caller's stream is not advanced or reseeded
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(x, y), name
+
+
+class _CodeCarrier:
+    def __reduce__(self):  # unpickling this would run a shell command
+        import os
+
+        return (os.system, ("echo should-never-run",))
+
+
+def test_code_carrying_checkpoint_is_refused_in_our_words(tmp_path):
+    """Issue #13.11: one line that says why, and never suggests weights_only=False."""
+    from rtvos.models import CheckpointError, load_checkpoint
+
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "rtvos-checkpoint", "state_dict": {"w": _CodeCarrier()}}, path)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    msg = str(info.value)
+    assert "contains Python code" in msg and str(path) in msg
+    assert "weights_only" not in msg and "\n" not in msg
+
+
+def test_nan_weights_are_refused(tmp_path):
+    from rtvos.models import CheckpointError, create_model, load_checkpoint, save_checkpoint
+
+    m = create_model("rpmnet_r18")
+    with torch.no_grad():
+        m.matching.flow_layer.weight[0, 0, 0, 0] = float("nan")
+    path = save_checkpoint(m, tmp_path / "nan.pt")
+    with pytest.raises(CheckpointError, match="NaN or Inf"):
+        load_checkpoint(path)

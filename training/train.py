@@ -13,10 +13,10 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tempfile
 import random
 import re
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path

@@ -31,12 +31,12 @@ class Backend:
     def embed(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def match(self, e_ref: Tensor, e_tar: Tensor) -> Tensor:
+    def match(self, e_ref: Tensor, e_tar: Tensor, prior: Tensor | None = None) -> Tensor:
         raise NotImplementedError
 
-    def step(self, x: Tensor, prev_embedding: Tensor) -> tuple[Tensor, Tensor]:
+    def step(self, x: Tensor, prev_embedding: Tensor, prior: Tensor | None = None) -> tuple[Tensor, Tensor]:
         emb = self.embed(x)
-        return emb, self.match(prev_embedding, emb)
+        return emb, self.match(prev_embedding, emb, prior)
 
 
 class EagerBackend(Backend):
@@ -54,11 +54,11 @@ class EagerBackend(Backend):
         with torch.autocast(self.device.type, dtype=self.dtype):
             return self.model.embed(x).float()
 
-    def match(self, e_ref: Tensor, e_tar: Tensor) -> Tensor:
+    def match(self, e_ref: Tensor, e_tar: Tensor, prior: Tensor | None = None) -> Tensor:
         if self.dtype == torch.float32:
-            return self.model.match(e_ref, e_tar)
+            return self.model.match(e_ref, e_tar, prior)
         with torch.autocast(self.device.type, dtype=self.dtype):
-            return self.model.match(e_ref, e_tar).float()
+            return self.model.match(e_ref, e_tar, prior).float()
 
 
 _BACKENDS: dict[str, Callable[..., Backend]] = {"eager": EagerBackend}

@@ -29,13 +29,13 @@ class StepModule(nn.Module):
         self.model = model
         self.autocast_dtype = autocast_dtype
 
-    def forward(self, x: Tensor, prev_emb: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, prev_emb: Tensor, prior: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if self.autocast_dtype is None:
             emb = self.model.embed(x)
-            return emb, self.model.match(prev_emb, emb)
+            return emb, self.model.match(prev_emb, emb, prior)
         with torch.autocast(x.device.type, dtype=self.autocast_dtype):
             emb = self.model.embed(x)
-            flow = self.model.match(prev_emb, emb)
+            flow = self.model.match(prev_emb, emb, prior)
         return emb.float(), flow.float()
 
 
@@ -62,11 +62,11 @@ class MatchModule(nn.Module):
         self.model = model
         self.autocast_dtype = autocast_dtype
 
-    def forward(self, e_ref: Tensor, e_tar: Tensor) -> Tensor:
+    def forward(self, e_ref: Tensor, e_tar: Tensor, prior: Tensor | None = None) -> Tensor:
         if self.autocast_dtype is None:
-            return self.model.match(e_ref, e_tar)
+            return self.model.match(e_ref, e_tar, prior)
         with torch.autocast(e_ref.device.type, dtype=self.autocast_dtype):
-            return self.model.match(e_ref, e_tar).float()
+            return self.model.match(e_ref, e_tar, prior).float()
 
 
 def _cxx_compiler() -> str | None:
@@ -149,15 +149,15 @@ class CompiledBackend(Backend):
         # CUDA-graph outputs live in a static pool overwritten by the next replay; the Segmenter caches emb.
         return emb.clone() if self._cudagraphs else emb
 
-    def match(self, e_ref: Tensor, e_tar: Tensor) -> Tensor:
+    def match(self, e_ref: Tensor, e_tar: Tensor, prior: Tensor | None = None) -> Tensor:
         self._begin()
-        flow = self._match(e_ref, e_tar)
+        flow = self._match(e_ref, e_tar, prior)
         return flow.clone() if self._cudagraphs else flow
 
-    def step(self, x: Tensor, prev_embedding: Tensor) -> tuple[Tensor, Tensor]:
+    def step(self, x: Tensor, prev_embedding: Tensor, prior: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self._check(x)
         self._begin()
-        emb, flow = self._step(x, prev_embedding)
+        emb, flow = self._step(x, prev_embedding, prior)
         if self._cudagraphs:
             return emb.clone(), flow.clone()
         return emb, flow

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from ..models.rpmnet import STRIDE, RPMNet
 from . import Backend
-from .compiled import EmbedModule, StepModule
+from .compiled import EmbedModule, MatchModule, StepModule
 
 __all__ = [
     "OPSET",
@@ -173,19 +173,29 @@ def _resolve_deform(deform: str, providers: Sequence[str]) -> str:
 # -------------------------------------------------------------------------------------------------------------
 # export
 # -------------------------------------------------------------------------------------------------------------
-def _example_inputs(kind: str, size: tuple[int, int]) -> tuple[Tensor, ...]:
+def _example_inputs(kind: str, size: tuple[int, int], prior: bool = False) -> tuple[Tensor, ...]:
     h, w = size
     x = torch.rand(1, 3, h, w)
+    emb = torch.rand(1, EMB_CHANNELS, h // STRIDE, w // STRIDE)
+    extra = (torch.randn(1, 2, h // STRIDE, w // STRIDE),) if prior else ()
     if kind == "embed":
         return (x,)
-    return (x, torch.rand(1, EMB_CHANNELS, h // STRIDE, w // STRIDE))
+    if kind == "match":
+        return (emb, emb.clone(), *extra)
+    return (x, emb, *extra)
+
+
+_IO_NAMES = {  # kind -> (inputs, outputs); a prior model's graphs take the prior field as their last input
+    "step": (["x", "prev_emb"], ["emb", "flow"]),
+    "embed": (["x"], ["emb"]),
+    "match": (["prev_emb", "emb"], ["flow"]),
+}
 
 
 def _to_fp16(model_proto: Any) -> Any:
     """fp16 weights/activations with fp32 I/O; the deformable sampling stays fp32 (like the eager op under
     autocast), since a half-precision grid cannot address pixels exactly."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
-
     from onnxruntime.transformers.onnx_model import OnnxModel
 
     del model_proto.graph.value_info[:]  # the exporter's fp32 annotations would contradict the converted types
@@ -211,8 +221,8 @@ def export_onnx(
     """
     import onnx
 
-    if kind not in ("step", "embed"):
-        raise ValueError(f"kind must be 'step' or 'embed', got {kind!r}")
+    if kind not in _IO_NAMES:
+        raise ValueError(f"kind must be one of {list(_IO_NAMES)}, got {kind!r}")
     if deform not in ("deformconv", "gridsample"):
         raise ValueError(f"deform must be 'deformconv' or 'gridsample' here (resolve 'auto' first), got {deform!r}")
     if precision not in ("fp32", "fp16"):
@@ -233,10 +243,11 @@ def export_onnx(
     model.eval()
     device = next(model.parameters()).device
     cpu_model = model if device.type == "cpu" else _cpu_copy(model)
-    module: nn.Module = StepModule(cpu_model) if kind == "step" else EmbedModule(cpu_model)
-    args = _example_inputs(kind, size)
-    in_names = ["x", "prev_emb"] if kind == "step" else ["x"]
-    out_names = ["emb", "flow"] if kind == "step" else ["emb"]
+    modules = {"step": StepModule, "embed": EmbedModule, "match": MatchModule}
+    module: nn.Module = modules[kind](cpu_model)
+    args = _example_inputs(kind, size, model.uses_prior)
+    in_names, out_names = _IO_NAMES[kind]
+    in_names = in_names + (["prior"] if model.uses_prior and kind != "embed" else [])
     try:
         with torch.no_grad():
             ep = torch.export.export(module, args, strict=False)
@@ -318,9 +329,10 @@ class OnnxBackend(Backend):
         else:
             raise RuntimeError(f"backend 'onnx' does not support device type {device.type!r}")
         self.deform = _resolve_deform(deform, provider_names)
-        self.paths = {
-            kind: export_onnx(model, size, kind, self.deform, precision, cache) for kind in ("step", "embed")
-        }
+        # A prior model runs embed and match apart, so the Segmenter can compute DIS beside the embedding.
+        self.fused = not model.uses_prior
+        kinds = ("step", "embed") if self.fused else ("embed", "match")
+        self.paths = {kind: export_onnx(model, size, kind, self.deform, precision, cache) for kind in kinds}
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Follow torch's thread count (what --threads / torch.set_num_threads chose), so every backend of one
@@ -330,10 +342,18 @@ class OnnxBackend(Backend):
         # 2-core machine they made steps several times slower. Sleep between ops instead.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        self.sessions = {
-            kind: ort.InferenceSession(str(p), sess_options=opts, providers=self.providers)
-            for kind, p in self.paths.items()
-        }
+        self.sessions = {}
+        for kind, p in self.paths.items():
+            try:
+                self.sessions[kind] = ort.InferenceSession(str(p), sess_options=opts, providers=self.providers)
+            except Exception as e:  # a truncated/corrupt cache entry: rebuild it once, say so once
+                import warnings
+
+                reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+                warnings.warn(f"cached ONNX export {p} is unreadable ({reason}); rebuilding it", stacklevel=2)
+                p.unlink(missing_ok=True)
+                self.paths[kind] = p = export_onnx(model, size, kind, self.deform, precision, cache)
+                self.sessions[kind] = ort.InferenceSession(str(p), sess_options=opts, providers=self.providers)
         self._ort = ort
 
     def _run(self, kind: str, feeds: dict[str, Tensor]) -> list[Tensor]:
@@ -368,13 +388,21 @@ class OnnxBackend(Backend):
         self._check(x)
         return self._run("embed", {"x": x})[0]
 
-    def match(self, e_ref: Tensor, e_tar: Tensor) -> Tensor:
-        # Not a separate graph: the Segmenter uses step() for fused backends; eager match keeps the API whole.
+    def match(self, e_ref: Tensor, e_tar: Tensor, prior: Tensor | None = None) -> Tensor:
+        if "match" in self.sessions:
+            feeds = {"prev_emb": e_ref, "emb": e_tar}
+            if prior is not None:
+                feeds["prior"] = prior
+            return self._run("match", feeds)[0]
+        # Fused models have no match graph (the Segmenter uses step()); eager match keeps the API whole.
         with torch.no_grad():
-            return self.model.match(e_ref, e_tar)
+            return self.model.match(e_ref, e_tar, prior)
 
-    def step(self, x: Tensor, prev_embedding: Tensor) -> tuple[Tensor, Tensor]:
+    def step(self, x: Tensor, prev_embedding: Tensor, prior: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self._check(x)
+        if not self.fused:
+            emb = self.embed(x)
+            return emb, self.match(prev_embedding, emb, prior)
         emb, flow = self._run("step", {"x": x, "prev_emb": prev_embedding})
         return emb, flow
 

@@ -92,6 +92,8 @@ class TensorRTBackend(Backend):
         super().__init__(model, size, device, precision)
         if device.type != "cuda":
             raise RuntimeError(f"backend 'tensorrt' needs a CUDA device, got {device}")
+        if model.uses_prior:
+            raise RuntimeError("backend 'tensorrt' does not build prior (rpmnet_dis) models yet; use onnx or eager")
         from engines.build import build_engine
 
         if route == "auto":
@@ -106,10 +108,10 @@ class TensorRTBackend(Backend):
     def embed(self, x: Tensor) -> Tensor:
         return self.engines["embed"](x)[0]
 
-    def match(self, e_ref: Tensor, e_tar: Tensor) -> Tensor:
+    def match(self, e_ref: Tensor, e_tar: Tensor, prior: Tensor | None = None) -> Tensor:
         with torch.no_grad():  # not a separate engine: the Segmenter uses step() for fused backends
-            return self.model.match(e_ref, e_tar)
+            return self.model.match(e_ref, e_tar, prior)
 
-    def step(self, x: Tensor, prev_embedding: Tensor) -> tuple[Tensor, Tensor]:
+    def step(self, x: Tensor, prev_embedding: Tensor, prior: Tensor | None = None) -> tuple[Tensor, Tensor]:
         outs = dict(zip(self.engines["step"].outputs, self.engines["step"](x, prev_embedding)))
         return outs["emb"], outs["flow"]

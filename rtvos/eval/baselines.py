@@ -10,6 +10,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ..flow import DISFlow
+
 __all__ = ["CopyBaseline", "FlowBaseline"]
 
 
@@ -52,8 +54,8 @@ class FlowBaseline:
 
     name = "flow"
 
-    def __init__(self, preset: int = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM) -> None:
-        self._dis = cv2.DISOpticalFlow_create(preset)  # type: ignore[attr-defined]
+    def __init__(self, preset: str = "medium") -> None:
+        self._dis = DISFlow(preset)
         self._labels: np.ndarray | None = None  # (L,) uint8 ids, background first
         self._index: np.ndarray | None = None  # H×W indices into _labels: the mask at t-1
         self._prev_gray: np.ndarray | None = None
@@ -75,7 +77,7 @@ class FlowBaseline:
             raise RuntimeError("no mask yet: pass mask= with the first frame")
         if self._prev_gray.shape != gray.shape:
             raise ValueError(f"frame size changed from {self._prev_gray.shape} to {gray.shape}; call reset()")
-        flow = self._dis.calc(gray, self._prev_gray, None)  # pixel x of t came from x + flow(x) in t-1
+        flow = self._dis(gray, self._prev_gray)  # pixel x of t came from x + flow(x) in t-1
         gx, gy = self._grid_for(gray.shape)
         map_x = gx + flow[..., 0]
         map_y = gy + flow[..., 1]

@@ -28,6 +28,7 @@ __all__ = [
     "have_pydensecrf",
     "refine_mask",
     "soft_unary",
+    "unary_from_scores",
 ]
 
 CRF_MODES: tuple[str, ...] = ("none", "dense", "fast")
@@ -55,6 +56,19 @@ def have_pydensecrf() -> bool:
     except ImportError:
         return False
     return True
+
+
+def unary_from_scores(scores: np.ndarray, confidence: float = 0.8) -> np.ndarray:
+    """Propagated per-label scores (L×H×W, summing to 1) → CRF probabilities: mixed with the uniform
+    distribution so that a one-hot pixel gets exactly `soft_unary`'s ``confidence``; uncertain pixels stay
+    uncertain, which is what lets the pairwise terms move them. (Raw 0/1 scores would pin every pixel.)"""
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    n = scores.shape[0]
+    if scores.ndim != 3 or n < 2:
+        raise ValueError(f"scores must be L×H×W with L ≥ 2, got shape {scores.shape}")
+    alpha = (1.0 - confidence) * n / (n - 1)
+    return ((1.0 - alpha) * np.asarray(scores, np.float32) + alpha / n).astype(np.float32)
 
 
 def soft_unary(labels: np.ndarray, num_labels: int, confidence: float = 0.8) -> np.ndarray:
@@ -125,7 +139,7 @@ def fast_crf_torch(
     what pydensecrf's ``compat`` means whatever the window. Both kernels are linear in Q, so they are
     folded into one k×k weight per pixel once; an iteration is k²−1 shifted multiply-adds and a softmax.
     """
-    n, l, h, w = logp.shape
+    n, _labels, h, w = logp.shape
     r = window // 2
     taps = [(ty, tx) for ty in range(window) for tx in range(window) if (ty, tx) != (r, r)]  # no self-message
     img_p = F.pad(image, (r, r, r, r))
@@ -253,7 +267,7 @@ def refine_mask(
     lut[ids] = np.arange(len(ids))
     if scores is not None and (scores.ndim != 3 or scores.shape[0] != len(ids)):
         raise ValueError(f"scores must be {len(ids)}×H×W (background + {len(ids) - 1} objects), got {scores.shape}")
-    probs = scores if scores is not None else soft_unary(lut[mask], len(ids), confidence)
+    probs = unary_from_scores(scores, confidence) if scores is not None else soft_unary(lut[mask], len(ids), confidence)
     if mode == "dense":
         out = dense_crf(frame, probs, params or CRFParams())
     else:

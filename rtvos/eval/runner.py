@@ -4,8 +4,9 @@ results, score them and save tables, JSON and a bar chart. The `rtvos eval` CLI 
 Result layout: ``OUT/<label>/<sequence>/%05d.png`` where label is the method, suffixed ``+crf-<mode>`` when
 refined; tables and ``results.json`` go next to the sequence folders of each label.
 
-CRF unary: the Segmenter returns hard ids, so the CRF starts from a fixed-confidence soft mask (0.8 on the
-propagated label, 0.2 shared by the others; `crf.soft_unary`). Frame 0 (the given mask) is never refined.
+CRF unary: the Segmenter's propagated scores (`StepResult.scores`, mixed with the uniform distribution so a
+one-hot pixel gets 0.8; `crf.unary_from_scores`); for steppers without scores, a fixed-confidence soft mask
+(0.8 on the propagated label, 0.2 shared by the others; `crf.soft_unary`). Frame 0 is never refined.
 """
 
 from __future__ import annotations
@@ -42,7 +43,10 @@ __all__ = [
     "write_report",
 ]
 
-METHODS: tuple[str, ...] = ("rpmnet", "copy", "flow")
+# flow: DIS through the Segmenter's own propagator (differs from rpmnet only in where the field comes from);
+# flow-plain: the classic hard-label, border-replicating DIS baseline, kept for its own numbers.
+# rpmnet-paper: the shipped paper-architecture model (no prior), for its own numbers next to the default.
+METHODS: tuple[str, ...] = ("rpmnet", "rpmnet-paper", "copy", "flow", "flow-plain")
 
 
 class Stepper(Protocol):
@@ -56,12 +60,16 @@ class _SegmenterStepper:
 
     def __init__(self, segmenter: Any) -> None:
         self.segmenter = segmenter
+        self.last_scores: np.ndarray | None = None  # (K+1)×H×W of the last step: the CRF's unary
 
     def reset(self) -> None:
         self.segmenter.reset()
+        self.last_scores = None
 
     def step(self, frame: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-        return self.segmenter.step(frame, mask).mask
+        res = self.segmenter.step(frame, mask)
+        self.last_scores = res.scores
+        return res.mask
 
 
 def build_method(
@@ -72,6 +80,8 @@ def build_method(
     backend: str = "eager",
     mask_resolution: str = "full",
     matching: str = "deformable",
+    flow_preset: str = "medium",
+    propagation: str = "soft",
 ) -> Stepper:
     """A fresh stepper for a method name; rpmnet loads ``model`` ('default', registered name or checkpoint)
     or uses it as is when it is an already loaded RPMNet."""
@@ -79,18 +89,29 @@ def build_method(
         from .baselines import CopyBaseline
 
         return CopyBaseline()
-    if name == "flow":
+    if name == "flow-plain":
+        from ..flow import FLOW_PRESETS
         from .baselines import FlowBaseline
 
-        return FlowBaseline()
-    if name == "rpmnet":
+        if flow_preset not in FLOW_PRESETS:
+            raise ValueError(f"unknown flow preset {flow_preset!r}; expected one of {', '.join(FLOW_PRESETS)}")
+        return FlowBaseline(flow_preset)
+    if name == "flow":
+        from ..segmenter import Segmenter
+
+        return _SegmenterStepper(Segmenter(None, flow_preset=flow_preset, device=device, propagation=propagation))
+    if name in ("rpmnet", "rpmnet-paper"):
         from ..models.hub import load_model
         from ..models.rpmnet import RPMNet
         from ..segmenter import Segmenter
 
-        net = model if isinstance(model, RPMNet) else load_model(model, matching=matching)
+        if name == "rpmnet-paper":
+            net, size = load_model("rpmnet_r18_paper"), None
+        else:
+            net = model if isinstance(model, RPMNet) else load_model(model, matching=matching)
         return _SegmenterStepper(
-            Segmenter(net, size=size, device=device, mask_resolution=mask_resolution, backend=backend)
+            Segmenter(net, size=size, device=device, mask_resolution=mask_resolution, backend=backend,
+                      propagation=propagation)
         )
     raise ValueError(f"unknown method {name!r}; expected one of {', '.join(METHODS)}")
 
@@ -160,7 +181,8 @@ def run_method(
                     out = mask
                     if m != "none" and t > 0:  # the given mask is ground truth: never refined
                         c0 = time.perf_counter()
-                        out = refine_mask(frame, mask, m, object_ids=ids, device=crf_device)
+                        scores = getattr(stepper, "last_scores", None)  # soft propagation's, else fixed 0.8
+                        out = refine_mask(frame, mask, m, object_ids=ids, device=crf_device, scores=scores)
                         run.crf_ms += (time.perf_counter() - c0) * 1000.0
                     write_mask(run.results_dir / seq.name / f"{t:05d}.png", out, DAVIS_PALETTE)
                 bar.update(1)

@@ -85,12 +85,17 @@ class FCNResNet(nn.Module):
     stem_channels = 32
     out_channels = 32
 
-    def __init__(self, depth: int = 101) -> None:
+    def __init__(self, depth: int = 101, width: float = 1.0) -> None:
         super().__init__()
         if depth not in BACKBONES:
             raise ValueError(f"unsupported ResNet depth {depth}; expected one of {sorted(BACKBONES)}")
-        spec = BACKBONES[depth]
-        self.depth = depth
+        if not 0 < width <= 4:
+            raise ValueError(f"width multiplier must be in (0, 4], got {width}")
+        base = BACKBONES[depth]
+        # A narrower embedding (timm-style width multiplier) for the CPU budget; the stem and the 32-channel
+        # output stay, so the matching head is the same for every width.
+        spec = BackboneSpec(base.block, base.layers, tuple(max(8, round(c * width)) for c in base.widths))  # type: ignore[arg-type]
+        self.depth, self.width = depth, width
         c = self.stem_channels
         self.stem = nn.Sequential(
             nn.Conv2d(3, c, 7, 2, 3, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)

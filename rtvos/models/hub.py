@@ -13,29 +13,40 @@ from .checkpoint import load_checkpoint
 from .registry import create_model, list_models
 from .rpmnet import RPMNet
 
-__all__ = ["DEFAULT_MODEL", "DEFAULT_WEIGHTS", "RandomWeightsWarning", "load_model", "default_weights_path"]
+__all__ = ["DEFAULT_MODEL", "DEFAULT_WEIGHTS", "SHIPPED", "RandomWeightsWarning", "load_model",
+           "default_weights_path", "shipped_weights_path"]
 
-# Architecture of the shipped default until trained weights say otherwise.
-DEFAULT_MODEL = "rpmnet_r18"
+# Architecture of the shipped default (what a missing default.pt falls back to, with random weights).
+DEFAULT_MODEL = "rpmnet_dis_r18_w50_cu"
 DEFAULT_WEIGHTS = "default.pt"
+# Trained weights that ship in rtvos/assets, by name: the default, and the paper's exact architecture
+# (R18 embedding + deformable matching, no prior), trained self-supervised in session 2 (docs/training.md).
+SHIPPED: dict[str, str] = {"default": DEFAULT_WEIGHTS, "rpmnet_r18_paper": "rpmnet_r18_paper.pt"}
 
 
 class RandomWeightsWarning(UserWarning):
     """The model was not trained: its masks are meaningless beyond plumbing checks."""
 
 
-def default_weights_path() -> Path | None:
-    path = Path(str(resources.files("rtvos") / "assets" / DEFAULT_WEIGHTS))
+def shipped_weights_path(name: str) -> Path | None:
+    path = Path(str(resources.files("rtvos") / "assets" / SHIPPED[name]))
     return path if path.is_file() else None
 
 
+def default_weights_path() -> Path | None:
+    return shipped_weights_path("default")
+
+
 def load_model(spec: str | os.PathLike[str] = "default", matching: str = "deformable") -> RPMNet:
-    """'default' → the shipped trained weights; a registered name → random init (warned); a path → checkpoint."""
+    """'default' (or another `SHIPPED` name) → shipped trained weights; a registered name → random init
+    (warned); a path → checkpoint."""
     spec_s = os.fspath(spec)
-    if spec_s == "default":
-        path = default_weights_path()
+    if spec_s in SHIPPED:
+        path = shipped_weights_path(spec_s)
         if path is not None:
             return load_checkpoint(path).eval()
+        if spec_s != "default":
+            raise ValueError(f"shipped weights {SHIPPED[spec_s]} are missing from this install (rtvos/assets)")
         spec_s = DEFAULT_MODEL
     if spec_s in list_models():
         # Seeded, without touching the caller's RNG: the same name gives the same random weights in every
@@ -52,4 +63,5 @@ def load_model(spec: str | os.PathLike[str] = "default", matching: str = "deform
         return model.eval()
     if os.sep in spec_s or spec_s.endswith((".pt", ".pth")) or Path(spec_s).exists():
         return load_checkpoint(spec_s).eval()
-    raise ValueError(f"unknown model {spec_s!r}: expected 'default', a checkpoint path, or one of {list_models()}")
+    raise ValueError(f"unknown model {spec_s!r}: expected one of {list(SHIPPED)}, a checkpoint path, or one of "
+                     f"{list_models()}")

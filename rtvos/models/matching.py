@@ -39,11 +39,12 @@ MATCHING_VARIANTS: tuple[str, ...] = tuple(_PLANS)
 class MatchingHead(nn.Module):
     """Layers D1…Dn; BN + ReLU after every layer but the last."""
 
-    def __init__(self, variant: str = "deformable") -> None:
+    def __init__(self, variant: str = "deformable", in_channels: int = 64) -> None:
         super().__init__()
         if variant not in _PLANS:
             raise ValueError(f"unknown matching variant {variant!r}; expected one of {list(MATCHING_VARIANTS)}")
         factory, plan, dilation = _PLANS[variant]
+        plan = (in_channels, *plan[1:])  # extra inputs (a cost volume) widen D1 only
         self.variant = variant
         layers: list[nn.Module] = []
         for i, (cin, cout) in enumerate(zip(plan[:-1], plan[1:])):

@@ -33,7 +33,10 @@ def create_model(name: str, matching: str = "deformable") -> RPMNet:
 
 
 def model_name(config: RPMNetConfig) -> str:
-    return f"rpmnet_r{config.depth}"
+    name = "rpmnet_dis" if config.prior else "rpmnet"
+    name += f"_r{config.depth}"
+    name = name if config.width == 1.0 else f"{name}_w{round(config.width * 100)}"
+    return name + ("_cu" if config.upsample == "convex" else "")
 
 
 def _register_depth(depth: int) -> None:
@@ -44,3 +47,17 @@ def _register_depth(depth: int) -> None:
 
 for _d in (18, 34, 50, 101):
     _register_depth(_d)
+
+
+# Beyond the paper (docs/training.md): a narrow R18 embedding whose deformable matching refines a fast DIS
+# field (the "ultrafast-fine" preset) with the help of a 7×7 cost volume.
+@register_model("rpmnet_dis_r18_w50")
+def _rpmnet_dis_r18_w50(matching: str = "deformable") -> RPMNet:
+    return RPMNet(RPMNetConfig(depth=18, matching=matching, width=0.5, prior="ultrafast-fine", corr_radius=3))
+
+
+@register_model("rpmnet_dis_r18_w50_cu")
+def _rpmnet_dis_r18_w50_cu(matching: str = "deformable") -> RPMNet:
+    """The same with RAFT-style convex upsampling of the residual to the input grid."""
+    return RPMNet(RPMNetConfig(depth=18, matching=matching, width=0.5, prior="ultrafast-fine", corr_radius=3,
+                               upsample="convex"))

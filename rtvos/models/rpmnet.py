@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops import DeformConv2d
+from ..flow import FLOW_PRESETS
+from ..ops import DeformConv2d, correlation_channels, local_correlation
 from .embedding import FCNResNet
 from .matching import MATCHING_VARIANTS, MatchingHead
 
@@ -22,10 +23,23 @@ SIZE_MULTIPLE = 64  # S/64 is the deepest level of E
 class RPMNetConfig:
     depth: int = 101
     matching: str = "deformable"
+    width: float = 1.0  # embedding width multiplier (1.0 = the paper's ResNet widths)
+    # Classical flow as a prior: D1–D3 predict a residual around this DIS preset's field (None = the paper).
+    prior: str | None = None
+    corr_radius: int = 0  # > 0: a local cost volume of E(tar) and the (prior-aligned) E(ref) feeds D1
+    # How a prior model's residual reaches the input grid: "bilinear" (it stays at S/4) or "convex" (RAFT's
+    # learned convex combination of 3×3 neighbours, guided by E(tar), to S).
+    upsample: str = "bilinear"
 
     def __post_init__(self) -> None:
         if self.matching not in MATCHING_VARIANTS:
             raise ValueError(f"unknown matching variant {self.matching!r}; expected one of {list(MATCHING_VARIANTS)}")
+        if self.prior is not None and self.prior not in FLOW_PRESETS:
+            raise ValueError(f"unknown prior {self.prior!r}; expected None or one of {list(FLOW_PRESETS)}")
+        if self.upsample not in ("bilinear", "convex") or (self.upsample == "convex" and self.prior is None):
+            raise ValueError(f"upsample must be 'bilinear' or (prior models only) 'convex', got {self.upsample!r}")
+        if isinstance(self.corr_radius, bool) or not isinstance(self.corr_radius, int) or not 0 <= self.corr_radius <= 8:
+            raise ValueError(f"corr_radius must be an int in [0, 8], got {self.corr_radius!r}")
 
     def to_dict(self) -> dict[str, int | str]:
         return asdict(self)
@@ -63,6 +77,32 @@ def resize_flow(flow: Tensor, size: tuple[int, int]) -> Tensor:
     return out * scale
 
 
+class ConvexUpsample(nn.Module):
+    """RAFT's learned upsampling (Teed & Deng 2020): each fine pixel is a convex combination of the 3×3 coarse
+    neighbours, weights from a small head on the guide features, so residual edges can follow image edges.
+    Neighbours are gathered by pad + slices (no unfold), which exports to plain ONNX ops."""
+
+    def __init__(self, guide_channels: int, factor: int) -> None:
+        super().__init__()
+        self.factor = factor
+        self.head = nn.Sequential(
+            nn.Conv2d(guide_channels + 2, 64, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(64, 9 * factor * factor, 1)
+        )
+
+    def forward(self, flow: Tensor, guide: Tensor) -> Tensor:
+        n, _, h, w = flow.shape
+        k = self.factor
+        logits = self.head(torch.cat((guide, flow), 1)).view(n, 1, 9, k, k, h, w)
+        # softmax over the 9 neighbours, spelled out: ONNX Runtime's Softmax on a middle axis of a 7-D tensor
+        # transposes around it and cost 2.6 ms of a 13 ms match graph; these elementwise ops cost ~0.3 ms.
+        e = (logits - logits.amax(2, keepdim=True)).exp()
+        weights = e / e.sum(2, keepdim=True)
+        padded = F.pad(flow * k, (1, 1, 1, 1), mode="replicate")
+        neigh = torch.stack([padded[:, :, i : i + h, j : j + w] for i in range(3) for j in range(3)], 2)
+        up = (weights * neigh.view(n, 2, 9, 1, 1, h, w)).sum(2)  # n×2×k×k×h×w
+        return up.permute(0, 1, 4, 2, 5, 3).reshape(n, 2, h * k, w * k)
+
+
 class RPMNet(nn.Module):
     """Holds weights only: streaming state lives in the Segmenter."""
 
@@ -71,11 +111,14 @@ class RPMNet(nn.Module):
         self.config = config or RPMNetConfig()
         # Provenance (trained or not, source file); filled by the loaders, read by CLIs.
         self.meta: dict[str, object] = {"trained": False}
-        self.embedding = FCNResNet(self.config.depth)
+        self.embedding = FCNResNet(self.config.depth, self.config.width)
         in_ch = 2 * self.embedding.out_channels
         if in_ch != 64:  # the matching plans start at 64 = 2 × 32 channels
             raise ValueError(f"matching expects 64 input channels, embedding gives {in_ch}")
-        self.matching = MatchingHead(self.config.matching)
+        if self.config.corr_radius:
+            in_ch += correlation_channels(self.config.corr_radius)
+        self.matching = MatchingHead(self.config.matching, in_ch)
+        self.upsampler = ConvexUpsample(self.embedding.out_channels, STRIDE) if self.config.upsample == "convex" else None
         self.reset_parameters()
 
     @torch.no_grad()
@@ -107,11 +150,38 @@ class RPMNet(nn.Module):
             )
         return self.embedding(x)
 
-    def match(self, e_ref: Tensor, e_tar: Tensor) -> Tensor:
-        """f4 = D3(D2(D1(concat))): N×2×S/4×S/4, (dy, dx) in S/4 pixels, pointing from target to reference."""
+    @property
+    def uses_prior(self) -> bool:
+        return self.config.prior is not None
+
+    def match(self, e_ref: Tensor, e_tar: Tensor, prior: Tensor | None = None) -> Tensor:
+        """f4 = D3(D2(D1(concat))): N×2×S/4×S/4, (dy, dx) in S/4 pixels, pointing from target to reference.
+
+        With a prior (``config.prior``), ``prior`` is that DIS field on the same grid and layout; E(ref) is
+        first aligned by it, and D1–D3 predict the *residual* r, which is what this returns (the field is
+        prior + r; the Segmenter adds r to the full-resolution prior). With convex upsampling r comes back on
+        the S grid (in S pixels), else on the S/4 grid.
+        """
         if e_ref.shape != e_tar.shape:
             raise ValueError(f"match: embeddings differ in shape, {tuple(e_ref.shape)} vs {tuple(e_tar.shape)}")
-        return self.matching(torch.cat((e_ref, e_tar), dim=1))
+        if not self.uses_prior:
+            if prior is not None:
+                raise ValueError(f"match: this model ({self.config}) takes no prior field")
+            feats = [e_ref, e_tar]
+        else:
+            want = (e_tar.shape[0], 2, *e_tar.shape[-2:])
+            if prior is None or tuple(prior.shape) != want:
+                got = None if prior is None else tuple(prior.shape)
+                raise ValueError(f"match: this model refines a {self.config.prior} DIS field: pass prior of shape "
+                                 f"{want} ((dy, dx) in S/4 pixels), got {got}")
+            e_ref = warp(e_ref, prior)
+            feats = [e_ref, e_tar]
+        if self.config.corr_radius:
+            feats.append(local_correlation(e_tar, e_ref, self.config.corr_radius))
+        f4 = self.matching(torch.cat(feats, dim=1))
+        if self.upsampler is not None:
+            return self.upsampler(f4, e_tar)
+        return f4
 
     @staticmethod
     def warp(x: Tensor, flow: Tensor) -> Tensor:
