@@ -28,9 +28,28 @@ def _quiet_openmp() -> None:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, timeout, systemd, container stop): handled exactly like Ctrl-C, so every sink is flushed
+    and the summary printed; the run then exits 0 like an interrupted-by-Ctrl-C run."""
+
+
+def _sigterm_as_interrupt() -> None:
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set from the main thread (e.g. main() called from a test thread)
+
+    def handler(signum: int, frame: object) -> None:
+        raise _Terminated()
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     _quiet_openmp()
     args = build_parser().parse_args(argv)
+    _sigterm_as_interrupt()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -109,6 +109,25 @@ class LiveView:
         return self.url
 
     @property
+    def is_loopback(self) -> bool:
+        import ipaddress
+
+        if self.host in ("localhost",):
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:  # "" or a host name: treat as reachable from the network
+            return False
+
+    def describe(self) -> str:
+        """Where the view is served, and a warning when it is reachable beyond this machine."""
+        bound = f"{self.host or '0.0.0.0'}:{self.port}"
+        if self.is_loopback:
+            return f"live view at {self.url}"
+        return (f"live view bound to {bound} (open {self.url} here); WARNING: it is reachable from the network "
+                "and accepts a box from anyone who can reach it")
+
+    @property
     def url(self) -> str:
         host = "127.0.0.1" if self.host in ("", "0.0.0.0") else "::1" if self.host == "::" else self.host
         if ":" in host:
@@ -305,7 +324,40 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
         log.debug("live view %s: " + format, self.address_string(), *args)
 
+    def _allowed_hosts(self) -> set[str]:
+        view = self.server.view
+        port = view.port
+        names = {"127.0.0.1", "localhost", "[::1]"}
+        if view.host not in ("", "0.0.0.0", "::"):
+            names.add(f"[{view.host}]" if ":" in view.host else view.host)
+        return {f"{n}:{port}" for n in names}
+
+    def _host_ok(self) -> bool:
+        """DNS rebinding: a loopback-bound view answers only requests addressed to itself. A view the user
+        bound to the network on purpose cannot know its public names, so it accepts any Host."""
+        host = self.headers.get("Host")
+        if not self.server.view.is_loopback or host is None:  # browsers always send Host; raw HTTP/1.0 may not
+            return True
+        if host.lower() in self._allowed_hosts():
+            return True
+        self._error(421, f"unexpected Host header {self.headers.get('Host')!r}")
+        return False
+
+    def _origin_ok(self) -> bool:
+        """State-changing requests: a browser's Origin (when sent) must be this view's own."""
+        origin = self.headers.get("Origin")
+        if origin is None:
+            return True  # not a browser cross-site request (curl, scripts)
+        host = origin.split("://", 1)[-1].rstrip("/").lower()
+        if origin.startswith("http://") and (host in self._allowed_hosts() or (
+                not self.server.view.is_loopback and host == (self.headers.get("Host") or "").lower())):
+            return True
+        self._error(403, f"cross-origin request refused (Origin {origin!r})")
+        return False
+
     def do_GET(self) -> None:  # noqa: N802 (stdlib name)
+        if not self._host_ok():
+            return
         path = self.path.split("?", 1)[0]
         view = self.server.view
         if path in ("/", "/index.html"):
@@ -326,9 +378,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._error(404, f"no such page: {path}")
 
     def do_POST(self) -> None:  # noqa: N802
+        if not (self._host_ok() and self._origin_ok()):
+            return
         path = self.path.split("?", 1)[0]
         if path != "/box":
             self._error(404, f"no such page: {path}")
+            return
+        ctype = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+        if ctype != "application/json":  # a "simple" cross-site form/text POST cannot set this type
+            self._error(415, f"POST /box needs Content-Type application/json, got {ctype or 'none'!r}")
             return
         try:
             length = int(self.headers.get("Content-Length", ""))
@@ -344,7 +402,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if not isinstance(doc, dict) or not {"x", "y", "w", "h"} <= doc.keys():
                 raise InputError(f"box must be a JSON object with x, y, w, h; got {body[:200]!r}")
             box = self.server.view.post_box(tuple(doc[k] for k in ("x", "y", "w", "h")))  # type: ignore[arg-type]
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # RecursionError: b"[" * 4000
             self._error(400, f"box is not valid JSON: {body[:200]!r}")
         except InputError as e:
             self._error(400, str(e))

@@ -369,3 +369,23 @@ def test_onnx_runtime_threads_follow_torch():
         assert all(s.get_session_options().intra_op_num_threads == 3 for s in b.sessions.values())
     finally:
         torch.set_num_threads(old)
+
+
+def test_corrupt_onnx_cache_entry_is_rebuilt_with_one_warning(model, cache: Path) -> None:  # type: ignore[no-untyped-def]
+    """Issue #13.5: a truncated export in the cache is detected on load, rebuilt, and the backend works."""
+    import warnings
+
+    from rtvos.backends.onnx import OnnxBackend
+
+    first = OnnxBackend(model, (64, 64), torch.device("cpu"), cache=cache)
+    path = first.paths["step"]
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])  # truncated, as a full disk or a kill would leave it
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = OnnxBackend(model, (64, 64), torch.device("cpu"), cache=cache)
+    msgs = [str(w.message) for w in caught if "unreadable" in str(w.message)]
+    assert len(msgs) == 1 and str(path) in msgs[0]
+    assert path.read_bytes() == data  # rebuilt in place, identical
+    x, e = torch.rand(1, 3, 64, 64), torch.rand(1, 32, 16, 16)
+    torch.testing.assert_close(again.step(x, e)[1], first.step(x, e)[1])

@@ -1,7 +1,7 @@
 import json
 import shutil
-import sys
 import subprocess
+import sys
 from pathlib import Path
 
 import av
@@ -53,6 +53,11 @@ def test_segment_bad_inputs(synth, tmp_path, capsys):
     assert "10x10" in capsys.readouterr().err
     assert main(["segment", str(paths.video)]) == 2
     assert "--mask" in capsys.readouterr().err
+    empty = tmp_path / "empty.png"
+    write_mask(empty, np.zeros(clip.masks[0].shape, np.uint8))  # issue #13.9: no object in the first mask
+    assert main(["segment", str(paths.video), "--mask", str(empty), "--out", str(tmp_path / "e"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "has no object" in err and str(empty) in err and "Traceback" not in err
 
 
 def test_info_json(capsys):
@@ -88,3 +93,22 @@ def test_library_imports_no_app_training_or_optional_runtime():
             "'tensorrt_rtx') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_bad_box_and_output_fail_before_the_model_loads(synth, tmp_path, capsys, monkeypatch):
+    """Issue #13.12: box bounds and output paths are checked before loading the model or making folders."""
+    import rtvos
+
+    clip, paths = synth
+
+    def no_load(*a, **k):  # the model must not even be loaded
+        raise AssertionError("model loaded before the inputs were validated")
+
+    monkeypatch.setattr(rtvos, "load_model", no_load)
+    out = tmp_path / "never"
+    assert main(["segment", str(paths.video), "--box", "100,80,60,60", "--out", str(out), "--quiet"]) == 2
+    assert "outside the 128x96 frame" in capsys.readouterr().err and not out.exists()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["segment", str(paths.video), "--mask", str(paths.first_mask), "--out", str(blocker / "o")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err

@@ -371,3 +371,39 @@ def test_fragmented_writer_for_live_streams(tmp_path: Path) -> None:
     assert len(frames) == 30
     assert abs(int(frames[-1].mean()) - 29 * 8) <= 3
     assert b"moof" in path.read_bytes()  # really fragmented (a faststart file has no moof box)
+
+
+_FRAG_WRITER = """
+import sys, time, numpy as np
+from rtvos.io.video import VideoWriter
+w = VideoWriter(sys.argv[1], fps=25, fragmented=True)
+for i in range(100000):
+    f = np.full((96, 128, 3), (i * 7) % 255, np.uint8); f[:, : (i % 128)] = 30
+    w.write(f)
+    print(i + 1, flush=True)
+    time.sleep(0.005)
+"""
+
+
+@pytest.mark.parametrize("kill_at", [40, 90, 160])
+def test_sigkilled_live_mp4_loses_at_most_one_fragment(tmp_path, kill_at):
+    """Issue #13.2: a real writer process killed with SIGKILL leaves a playable MP4 holding every frame but
+    at most the last FRAGMENT_S seconds (25 frames at 25 fps)."""
+    import signal
+    import subprocess
+    import sys
+
+    import av
+
+    from rtvos.io.video import FRAGMENT_S
+
+    path = tmp_path / "live.mp4"
+    proc = subprocess.Popen([sys.executable, "-c", _FRAG_WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+    written = 0
+    while written < kill_at:
+        written = int(proc.stdout.readline())
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    with av.open(str(path)) as c:
+        decoded = sum(1 for _ in c.decode(video=0))
+    assert written - 25 * FRAGMENT_S - 2 <= decoded <= written + 2, (written, decoded)

@@ -377,3 +377,19 @@ def test_stamp_round_trip_through_h264(tmp_path: Path) -> None:
     assert decoded == pytest.approx(times, abs=1e-3)
     assert decode_stamp(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)) is None
     assert decode_stamp(np.zeros((120, 160, 3), np.uint8)) is None
+
+
+@pytest.mark.parametrize("secret", ["sec/ret", "se?c#ret", "p@ss/w?rd"])
+def test_password_with_unencoded_delimiters_is_never_printed(secret: str) -> None:
+    """Issue #13.3: a real `rtvos stream` process on a closed port: the one-line error hides the password."""
+    import subprocess
+    import sys
+
+    url = f"rtsp://user:{secret}@127.0.0.1:9/x"
+    assert secret not in redact_url(url) and secret not in redact_text(f"error at {url}: refused")
+    proc = subprocess.run([sys.executable, "-m", "apps.cli", "stream", url, "--box", "1,1,4,4", "--max-frames", "1"],
+                          capture_output=True, text=True, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "127.0.0.1" in out
+    for piece in {secret, secret.split("/")[0], secret.split("?")[0]} - {""}:
+        assert f"user:{piece}" not in out and f":{secret}" not in out, out

@@ -518,3 +518,40 @@ def test_stream_survives_a_server_restart(tmp_path, capsys):
     assert _decoded_frames(out) == n and len(_jsonl(log)) == n
     summary = capsys.readouterr().out
     assert f"done: {n} frames" in summary and "reconnects 0" not in summary, summary
+
+
+def test_sigterm_flushes_every_sink_like_ctrl_c(tmp_path):
+    """Issue #13.1: a real `rtvos segment` process stopped with SIGTERM mid-run exits 0 with a summary; the MP4
+    decodes, and every PNG under its final name is complete (atomic writes leave no partial file)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import av
+    from PIL import Image
+
+    from rtvos.data.synthetic import make_synthetic_clip, write_synthetic_clip
+
+    clip = make_synthetic_clip(num_frames=600, height=240, width=320, num_objects=1, seed=4)
+    paths = write_synthetic_clip(clip, tmp_path / "clip", as_frames=False)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "apps.cli", "segment", str(paths.video), "--mask",
+                             str(paths.first_mask), "--out", str(out), "--size", "64", "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len(list(out.glob("*.png"))) < 20 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert "stopped:" in stdout and "SIGTERM" in stdout and "Traceback" not in stderr
+    pngs = sorted(out.glob("*.png"))
+    assert 20 <= len(pngs) < clip.num_frames
+    for p in pngs:
+        Image.open(p).load()  # raises on a truncated file
+    assert not list(out.glob(".*.tmp"))
+    with av.open(str(out / "overlay.mp4")) as c:
+        decoded = sum(1 for _ in c.decode(video=0))
+    assert decoded == len(pngs)

@@ -290,6 +290,8 @@ def test_box_roundtrip_and_validation(view, clip):
         b'{"x":1.5,"y":2,"w":3,"h":5}': "4 integers",
         b'{"x":"1","y":2,"w":3,"h":5}': "4 integers",
         b'{"x":150,"y":2,"w":30,"h":5}': "160x120",
+        b"[" * 4000: "not valid JSON",  # issue #13.6: was a RecursionError traceback and no response
+        b'{"x":' * 800: "not valid JSON",
     }
     for body, needle in bad.items():
         status, doc = _post(url, body)
@@ -609,3 +611,57 @@ def test_browser_drag_starts_segmentation_end_to_end(browser, tmp_path):
     finally:
         view.close()
         thread.join(10)
+
+
+
+@pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("0.0.0.0", False), ("::1", True)])
+def test_bind_address_is_reported_truthfully(host, loopback):
+    """Issue #13.10: a non-loopback bind names the real address and warns; loopback does not warn."""
+    try:
+        view = LiveView(host, 0)
+        view.start()
+    except InputError as e:  # e.g. no IPv6 on this machine
+        pytest.skip(str(e))
+    try:
+        text = view.describe()
+        assert view.is_loopback is loopback
+        assert ("WARNING" in text) is (not loopback)
+        if not loopback:
+            assert f"{host}:{view.port}" in text and "network" in text
+    finally:
+        view.close()
+
+
+def _raw(view, method, path, headers, body=b""):
+    conn = http.client.HTTPConnection("127.0.0.1", view.port, timeout=10)
+    try:
+        conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        for k, v in headers.items():
+            conn.putheader(k, v)
+        if method == "POST":
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def test_cross_origin_and_rebinding_requests_are_refused(view, clip):
+    """Issue #13.7: no cross-origin writes, no text/plain POSTs, no foreign Host (DNS rebinding)."""
+    view.request_box(clip.frames[1])
+    host = f"127.0.0.1:{view.port}"
+    box = b'{"x": 20, "y": 10, "w": 60, "h": 50}'
+    status, _ = _raw(view, "POST", "/box", {"Host": host, "Content-Type": "application/json",
+                                            "Origin": "http://evil.example"}, box)
+    assert status == 403
+    status, _ = _raw(view, "POST", "/box", {"Host": host, "Content-Type": "text/plain"}, box)
+    assert status == 415
+    status, _ = _raw(view, "GET", "/stats.json", {"Host": "evil.example"})
+    assert status == 421
+    status, _ = _raw(view, "POST", "/box", {"Host": "evil.example", "Content-Type": "application/json"}, box)
+    assert status == 421
+    assert view.wait_box(timeout=0.05) is None  # none of them started anything
+    status, _ = _raw(view, "POST", "/box", {"Host": f"localhost:{view.port}", "Content-Type": "application/json",
+                                            "Origin": f"http://localhost:{view.port}"}, box)
+    assert status == 200 and view.wait_box(timeout=5) == (20, 10, 60, 50)

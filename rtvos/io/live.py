@@ -55,14 +55,17 @@ BACKOFF_MAX_S = 4.0
 #: Consecutive undecodable packets tolerated before the connection is treated as lost.
 MAX_DECODE_ERRORS = 50
 
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s?#]*@")
+# Everything between the scheme and the *last* "@" of the URL token is the user info: a password may hold an
+# unencoded "/", "?" or "#", so this must not depend on the URL parsing as the RFC says (over-redacting a path
+# that holds an "@" is the safe side).
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s'\"<>]*@")
 _SECRET_KEYS = re.compile(r"(?i)(pass|pwd|token|secret|key|auth|sig)")
 _SECRET_QUERY = re.compile(r"(?i)([?&][^=&\s#]*(?:pass|pwd|token|secret|key|auth|sig)[^=&\s#]*=)[^&\s#]*")
 
 
 def redact_url(url: str) -> str:
     """``url`` with any ``user:password@`` replaced by ``***@`` and secret-looking query values by ``***``."""
-    text = str(url)
+    text = _USERINFO.sub(r"\1***@", str(url))  # first, and whatever the parser makes of the rest
     try:
         parts = urlsplit(text)
     except ValueError:

@@ -150,4 +150,12 @@ def write_mask(
     h, w = arr.shape
     img = Image.frombytes("P", (w, h), np.ascontiguousarray(arr).tobytes())
     img.putpalette(full.reshape(-1).tolist())
-    img.save(out, format="PNG")
+    # Written under a temporary name and renamed: a kill or a full disk never leaves a partial PNG under the
+    # final name (the rename is atomic on POSIX).
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        img.save(tmp, format="PNG")
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -368,6 +368,9 @@ def open_source(
     return VideoFileSource(path, fps=fps)
 
 
+FRAGMENT_S = 1.0  # live MP4s: seconds of video per fragment, the most a SIGKILL can lose
+
+
 class VideoWriter:
     """Write RGB frames to an H.264 MP4 (PyAV / libx264).
 
@@ -378,8 +381,10 @@ class VideoWriter:
     ``preset`` defaults to "veryfast" so encoding does not bottleneck a
     real-time pipeline.
 
-    ``fragmented=True`` writes a fragmented MP4 (a fragment per keyframe) for unbounded live streams: the muxer
-    then keeps no per-frame index in memory, and a killed run leaves a playable file.
+    ``fragmented=True`` writes a fragmented MP4 for unbounded live streams: the muxer then keeps no per-frame
+    index in memory, and a killed run leaves a playable file. A keyframe (and so a fragment) comes every
+    ``FRAGMENT_S`` seconds of video, the encoder runs without look-ahead (zerolatency) and every fragment is
+    flushed to disk as it is cut, so SIGKILL loses at most the last ``FRAGMENT_S`` seconds.
     """
 
     def __init__(
@@ -425,8 +430,11 @@ class VideoWriter:
         self._pad = (h % 2, w % 2)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            movflags = "+frag_keyframe+empty_moov+default_base_moof" if self.fragmented else "+faststart"
-            container = av.open(str(self.path), mode="w", options={"movflags": movflags})
+            if self.fragmented:
+                opts = {"movflags": "+frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
+            else:
+                opts = {"movflags": "+faststart"}
+            container = av.open(str(self.path), mode="w", options=opts)
         except (av.error.FFmpegError, OSError) as err:
             raise InputError(f"cannot create video file {self.path}: {err}") from None
         try:
@@ -437,6 +445,9 @@ class VideoWriter:
             options = {"crf": str(self.crf)}
             if self.preset:
                 options["preset"] = self.preset
+            if self.fragmented:  # bounded loss on a kill: a keyframe per FRAGMENT_S, no frames held back
+                gop = max(1, round(float(self.rate) * FRAGMENT_S))
+                options.update({"g": str(gop), "keyint_min": str(gop), "tune": "zerolatency"})
             stream.options = options
         except Exception:
             container.close()

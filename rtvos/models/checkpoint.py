@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,17 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # weights_only refused the file; say why in our own words
+        text = str(e)
+        if "GLOBAL" in text:  # it names a class/function to import: the file carries code, not just tensors
+            raise CheckpointError(
+                f"refused {path}: it contains Python code objects (pickled classes or functions), not only "
+                "weights; rtvos loads only plain tensor checkpoints (save one with rtvos.models.save_checkpoint)"
+            ) from None
+        skip = ("weights only load failed", "please file", "check the documentation", "weightsunpickler error")
+        detail = next((ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().lower().startswith(skip)),
+                      type(e).__name__)
+        raise CheckpointError(f"cannot read checkpoint {path}: not a valid checkpoint file ({detail[:120]})") from None
     except Exception as e:  # torch raises many types for garbage input
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"cannot read checkpoint {path}: {reason[:200]}") from None
@@ -89,6 +101,9 @@ def load_checkpoint(
             k = wrong[0]
             parts.append(f"{len(wrong)} with wrong shape (e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
         raise CheckpointError(f"{path} does not fit {config}: " + "; ".join(parts))
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:  # a diverged run: every mask would be garbage
+        raise CheckpointError(f"refused {path}: {len(bad)} weight tensor(s) hold NaN or Inf (e.g. {bad[0]})")
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
     model.meta = {"trained": True, **payload.get("meta", {})}
     model.meta["source"] = str(path)
