@@ -206,9 +206,10 @@ def run_stream(
             summary = pipe.run()
         except BaseException:
             done = pipe.summary().frames
-            if done:
-                where = ", ".join(str(p) for p in (outs.masks, outs.video, outs.jsonl) if p) or "the sinks"
-                print(f"rtvos {cmd}: wrote {done} frame(s) to {where} before stopping", file=sys.stderr)
+            if done:  # what was really kept, sink by sink (an MP4 that could not be finalised says so)
+                kept = "; ".join(line for sk in sinks if sk.name != "live" and (line := sk.describe()))
+                print(f"rtvos {cmd}: {done} frame(s) processed before stopping; {kept or 'no file outputs'}",
+                      file=sys.stderr)
             raise
     finally:
         src.close()

@@ -366,8 +366,42 @@ def test_segment_truncated_mp4_keeps_frames_before_the_damage(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and f"error: {bad}" in err and "truncated" in err.splitlines()[-1]
     written = len(list(out.glob("*.png")))
-    assert 0 < written < clip.num_frames and f"wrote {written} frame(s)" in err
+    assert 0 < written < clip.num_frames and f"{written} frame(s) processed" in err
+    assert f"({written} complete PNGs)" in err and "INCOMPLETE" not in err
     assert _decoded_frames(out / "overlay.mp4") == written
+
+
+def test_disk_full_names_the_file_and_reports_what_was_kept(tmp_path):
+    """Issue #13.8: on a real full filesystem (a 400 KiB tmpfs) the error names the path and the space problem,
+    no partial PNG is left under a final name, and the closing line says which outputs are complete."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(small)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()[:120]}")
+    try:
+        clip = make_synthetic_clip(num_frames=300, height=480, width=854, num_objects=1, seed=2)
+        paths = write_synthetic_clip(clip, tmp_path / "clip", as_frames=False)
+        r = subprocess.run([sys.executable, "-m", "apps.cli", "segment", str(paths.video), "--mask",
+                            str(paths.first_mask), "--out", str(small / "o"), "--size", str(S), "--quiet"],
+                           capture_output=True, text=True, timeout=300)
+        err = r.stderr
+        assert r.returncode == 2 and "Traceback" not in err
+        last = err.strip().splitlines()[-1]
+        assert "no space left on the device" in last and str(small / "o") in last
+        pngs = sorted((small / "o").glob("*.png"))
+        for p in pngs:
+            Image.open(p).load()  # every PNG under a final name is complete
+        assert not list((small / "o").glob(".*.tmp"))
+        assert f"({len(pngs)} complete PNGs)" in err
+        assert "INCOMPLETE" in err or _decoded_frames(small / "o" / "overlay.mp4") > 0
+    finally:
+        subprocess.run(["umount", str(small)], capture_output=True)
 
 
 @pytest.mark.parametrize(

@@ -129,6 +129,8 @@ class VideoSink(Sink):
         self.fps = fps
         self._writer: VideoWriter | None = None
 
+    failed: str | None = None  # why the file is not a complete MP4 (a write or the final flush failed)
+
     def open(self, info: StreamInfo) -> None:
         # Live streams have no end: a fragmented MP4 keeps the muxer's memory flat and survives a kill.
         self._writer = VideoWriter(self.path, fps=self.fps or info.fps, fragmented=info.is_live)
@@ -137,18 +139,30 @@ class VideoSink(Sink):
         assert self._writer is not None, "VideoSink.open was not called"
         image = item.overlay()
         t = time.perf_counter()
-        self._writer.write(image)
+        try:
+            self._writer.write(image)
+        except OSError as e:
+            raise self._fail(e) from None
         item.stages_ms[self.name] = (time.perf_counter() - t) * 1e3
+
+    def _fail(self, e: OSError) -> OSError:
+        self.failed = _space_reason(e)
+        return OSError(e.errno, f"{self.failed} while writing", str(self.path))
 
     def close(self) -> None:
         if self._writer is not None:
-            self._writer.close()
+            try:
+                self._writer.close()
+            except OSError as e:
+                raise self._fail(e) from None
 
     @property
     def frames_written(self) -> int:
         return 0 if self._writer is None else self._writer.frames_written
 
     def describe(self) -> str:
+        if self.failed:
+            return f"overlay: {self.path} is INCOMPLETE and may not play ({self.failed})"
         return f"overlay: {self.path}"
 
 
@@ -169,12 +183,24 @@ class MaskSink(Sink):
 
     def write(self, item: SegmentedFrame) -> None:
         t = time.perf_counter()
-        write_mask(self.folder / f"{item.n:05d}.png", item.mask, self.palette)
+        path = self.folder / f"{item.n:05d}.png"
+        try:
+            write_mask(path, item.mask, self.palette)  # atomic: a failed write leaves no partial PNG
+        except OSError as e:
+            raise OSError(e.errno, f"{_space_reason(e)} while writing", str(path)) from None
         item.stages_ms[self.name] = (time.perf_counter() - t) * 1e3
         self.written += 1
 
     def describe(self) -> str:
-        return f"masks:   {self.folder}/%05d.png"
+        return f"masks:   {self.folder}/%05d.png ({self.written} complete PNGs)"
+
+
+def _space_reason(e: OSError) -> str:
+    import errno as _errno
+
+    if e.errno in (_errno.ENOSPC, _errno.EDQUOT, _errno.EFBIG):
+        return f"no space left on the device ({e.strerror})"
+    return e.strerror or str(e)
 
 
 def _r(value: float | None, digits: int = 3) -> float | None:
