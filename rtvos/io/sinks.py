@@ -198,8 +198,10 @@ class MaskSink(Sink):
 def _space_reason(e: OSError) -> str:
     import errno as _errno
 
-    if e.errno in (_errno.ENOSPC, _errno.EDQUOT, _errno.EFBIG):
-        return f"no space left on the device ({e.strerror})"
+    if e.errno == _errno.ENOSPC:
+        return "no space left on the device"
+    if e.errno in (_errno.EDQUOT, _errno.EFBIG):
+        return f"out of space ({e.strerror})"
     return e.strerror or str(e)
 
 
