@@ -1,5 +1,6 @@
 """Full-resolution mask propagation on CPU: the PyTorch reference (one-hot → grid_sample → argmax) vs the
-Segmenter's cv2.remap path, interleaved in one run so the ratio is fair on a noisy machine.
+Segmenter's cv2.remap paths (hard labels, and soft scores carried between frames), interleaved in one run so
+the ratios are fair on a noisy machine.
 
     python benchmarks/bench_propagate.py --size 480x854 --objects 2 --threads 2
 """
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 
 import rtvos.bench as rb
-from rtvos.segmenter import _RemapPropagator, propagate_labels
+from rtvos.segmenter import _RemapPropagator, labels_from_scores, propagate_labels
 
 
 def main() -> None:
@@ -36,24 +37,35 @@ def main() -> None:
     flow = torch.from_numpy(rng.normal(0, 1.5, (1, 2, a.flow_grid, a.flow_grid)).astype(np.float32))
     fast = _RemapPropagator()
     lab_t = torch.from_numpy(labels)
-    times: dict[str, list[float]] = {"torch grid_sample": [], "cv2.remap": []}
+    scores = np.stack([(labels == k).astype(np.float32) for k in range(1, a.objects + 1)])
+
+    def hard() -> np.ndarray:
+        return fast.hard(labels, fast.maps(h, w, flow), a.objects + 1)
+
+    def soft() -> np.ndarray:
+        return labels_from_scores(fast.soft(scores, fast.maps(h, w, flow)))
+
+    times: dict[str, list[float]] = {"torch grid_sample": [], "cv2.remap": [], "cv2.remap soft": []}
+    jobs = (("torch grid_sample", lambda: propagate_labels(lab_t, flow, a.objects + 1)), ("cv2.remap", hard),
+            ("cv2.remap soft", soft))
     for i in range(a.repeats + 3):
-        for name, fn in (("torch grid_sample", lambda: propagate_labels(lab_t, flow, a.objects + 1)),
-                         ("cv2.remap", lambda: fast.propagate(labels, flow, a.objects + 1)))[:: 1 if i % 2 else -1]:
+        for name, fn in jobs[:: 1 if i % 2 else -1]:
             t = time.perf_counter_ns()
             fn()
             if i >= 3:
                 times[name].append((time.perf_counter_ns() - t) / 1e6)
     ref = propagate_labels(lab_t, flow, a.objects + 1).numpy()
-    agree = float((fast.propagate(labels, flow, a.objects + 1) == ref).mean())
+    agree = float((hard() == ref).mean())
+    agree_soft = float((soft() == ref).mean())
     med = {k: rb.percentile(v, 50) for k, v in times.items()}
     machine = rb.machine_info()
     print(f"{machine['cpu']}, {machine['logical_cores']} cores, threads {a.threads}, "
           f"load avg {machine['loadavg_start']} -> {rb.loadavg()}")
     for k, v in times.items():
         print(f"{k:18s} p50 {med[k]:7.2f} ms  p95 {rb.percentile(v, 95):7.2f} ms")
-    print(f"cv2.remap / torch = {med['cv2.remap'] / med['torch grid_sample']:.3f}; pixel agreement {agree:.5f} "
-          f"({h}x{w}, {a.objects} objects + background, {a.threads} threads)")
+    print(f"cv2.remap / torch = {med['cv2.remap'] / med['torch grid_sample']:.3f}; soft / hard = "
+          f"{med['cv2.remap soft'] / med['cv2.remap']:.3f}; pixel agreement with the reference: hard {agree:.5f}, "
+          f"soft {agree_soft:.5f} ({h}x{w}, {a.objects} objects + background, {a.threads} threads)")
 
 
 if __name__ == "__main__":
