@@ -27,7 +27,7 @@ def collect() -> dict[str, Any]:
     import torch
 
     import rtvos
-    from rtvos.models.hub import DEFAULT_MODEL, default_weights_path
+    from rtvos.models.hub import DEFAULT_MODEL, SHIPPED, default_weights_path, shipped_weights_path
 
     devices = ["cpu"]
     if torch.cuda.is_available():
@@ -51,6 +51,7 @@ def collect() -> dict[str, Any]:
         "auto_backend": auto,
         "models": rtvos.list_models(),
         "default_model": str(weights) if weights else f"{DEFAULT_MODEL} with RANDOM weights (no trained weights shipped)",
+        "shipped": {name: str(p) if (p := shipped_weights_path(name)) else None for name in SHIPPED},
     }
 
 
@@ -67,4 +68,6 @@ def run(args: argparse.Namespace) -> int:
     print("auto:     " + ", ".join(f"{dev} -> {name}" for dev, name in data["auto_backend"].items()))
     print("models:   " + ", ".join(data["models"]))
     print(f"default:  {data['default_model']}")
+    print("shipped:  " + ", ".join(f"{k} ({'present' if v else 'missing'})" for k, v in data["shipped"].items())
+          + "  (rtvos.load_model(NAME))")
     return 0
