@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["FLOW_PRESETS", "FlowPreset", "DISFlow", "to_gray", "MIN_SIDE"]
+__all__ = ["FLOW_PRESETS", "FlowPreset", "DISFlow", "to_gray", "MIN_SIDE", "resize_field", "field_to_grid"]
 
 MIN_SIDE = 32  # frames smaller than this on a side are padded (replicated) before DIS
 
@@ -78,3 +78,20 @@ class DISFlow:
             big = self._dis.calc(cv2.copyMakeBorder(gray, **pad), cv2.copyMakeBorder(prev_gray, **pad), None)
             return np.ascontiguousarray(big[:h, :w])
         return self._dis.calc(gray, prev_gray, None)
+
+
+def resize_field(field: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """H×W×2 (dx, dy) field → h×w×2, area-resampled, displacements rescaled to the new grid's pixels."""
+    fh, fw = field.shape[:2]
+    h, w = int(hw[0]), int(hw[1])
+    out = cv2.resize(field, (w, h), interpolation=cv2.INTER_AREA)
+    out[..., 0] *= w / fw
+    out[..., 1] *= h / fh
+    return out
+
+
+def field_to_grid(field: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """A DIS field (H×W×2, (dx, dy) in frame px) in the model's layout on ``grid``: 2×h×w (dy, dx) in grid px.
+    The one conversion used at inference (the prior fed to the network) and in training."""
+    small = resize_field(field, grid)
+    return np.ascontiguousarray(small[..., ::-1].transpose(2, 0, 1))

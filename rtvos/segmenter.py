@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .backends import Backend, create_backend
-from .flow import FLOW_PRESETS, DISFlow, to_gray
+from .flow import FLOW_PRESETS, DISFlow, field_to_grid, to_gray
 from .models.rpmnet import SIZE_MULTIPLE, RPMNet, resize_flow, warp
 
 __all__ = ["Segmenter", "SegmenterState", "StepResult", "to_model_input", "propagate_labels", "propagate_scores",
@@ -400,12 +400,8 @@ class Segmenter:
         return to_model_input(frame, self.input_size(frame.shape[:2]), self.device)
 
     def _field_to_grid(self, field: np.ndarray, grid: tuple[int, int]) -> Tensor:
-        """H×W×2 (dx, dy) frame-pixel field → 1×2×h×w (dy, dx) in grid pixels, area-resized (the model's layout)."""
-        fh, fw = field.shape[:2]
-        gh, gw = int(grid[0]), int(grid[1])
-        small = cv2.resize(field, (gw, gh), interpolation=cv2.INTER_AREA)
-        out = np.stack((small[..., 1] * (gh / fh), small[..., 0] * (gw / fw)))
-        return torch.from_numpy(out).unsqueeze(0).to(self.device)
+        """The DIS prior in the model's layout on its S/4 grid (`rtvos.flow.field_to_grid`), on the device."""
+        return torch.from_numpy(field_to_grid(field, grid)).unsqueeze(0).to(self.device)
 
     def _propagate(self, base: np.ndarray | None, flow: Tensor | None, num_classes: int, hw: tuple[int, int]) -> None:
         """Carry the stream's mask (and scores) from t−1 to t by the field base (frame px) + flow (S/4 grid)."""
@@ -438,13 +434,6 @@ class Segmenter:
             st.labels = torch.from_numpy(labels_from_scores(st.scores)).to(self.device)
         else:
             st.labels = propagate_labels(st.labels, flow, num_classes, "model").to(torch.uint8)
-
-    def propagate(self, labels: Tensor, flow: Tensor, num_classes: int) -> Tensor:
-        """Hard propagation of an index map by a model field f4 (benchmarks time this stage alone)."""
-        if self.mask_resolution == "full" and labels.device.type == "cpu" and num_classes <= 256:
-            maps = self._remap.maps(labels.shape[0], labels.shape[1], flow)
-            return torch.from_numpy(self._remap.hard(labels.numpy(), maps, num_classes))
-        return propagate_labels(labels, flow, num_classes, self.mask_resolution)
 
     @staticmethod
     def _onehot_scores(labels: Tensor, num_classes: int) -> np.ndarray:

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from rtvos.flow import field_to_grid
 from rtvos.models import create_model, load_model, resize_flow, save_checkpoint
 from rtvos.models.rpmnet import RPMNet
 
@@ -63,11 +64,10 @@ class DistillConfig:
 
 
 def field_to_model(field: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """N×2×H×W (dx, dy) in its own pixels → N×2×h×w (dy, dx) in the pixels of grid `size` (area resize)."""
-    h, w = field.shape[-2:]
-    small = F.interpolate(field, size=size, mode="area") if (h, w) != tuple(size) else field
-    scale = torch.tensor([size[0] / h, size[1] / w], dtype=field.dtype, device=field.device).view(1, 2, 1, 1)
-    return small.flip(1) * scale
+    """N×2×H×W (dx, dy) in its own pixels → N×2×h×w (dy, dx) in the pixels of grid `size`: the Segmenter's
+    own conversion (`rtvos.flow.field_to_grid`), so training feeds the prior exactly as inference does."""
+    arrays = [field_to_grid(np.ascontiguousarray(f.permute(1, 2, 0).numpy()), size) for f in field.detach().cpu()]
+    return torch.from_numpy(np.stack(arrays)).to(field)
 
 
 class CachePairs(Dataset):

@@ -32,7 +32,7 @@ import av
 import cv2
 import numpy as np
 
-from rtvos.flow import FLOW_PRESETS, DISFlow, to_gray
+from rtvos.flow import FLOW_PRESETS, DISFlow, resize_field, to_gray
 
 __all__ = ["CacheSpec", "clip_key", "plan_pairs", "build_clip", "load_clip", "build_cache", "consistency_mask"]
 
@@ -93,14 +93,6 @@ def _decode(path: Path) -> Iterator[np.ndarray]:
             yield frame.to_ndarray(format="rgb24")
 
 
-def _resize_field(f: np.ndarray, h: int, w: int) -> np.ndarray:
-    fh, fw = f.shape[:2]
-    out = cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA)
-    out[..., 0] *= w / fw
-    out[..., 1] *= h / fh
-    return out
-
-
 def build_clip(path: Path, out_root: Path, spec: CacheSpec) -> Path | None:
     """Compute one clip's entry (or return the existing one). None when the clip has too few frames."""
     key = clip_key(path, spec)
@@ -125,9 +117,9 @@ def build_clip(path: Path, out_root: Path, spec: CacheSpec) -> Path | None:
         fwd = teacher_dis(ga, gb)
         valid = consistency_mask(bwd, fwd)
         arrays["frames"].append(np.stack([small(frames[a]), small(frames[b])]))
-        arrays["prior"].append(_resize_field(prior_dis(gb, ga), sh, sw).astype(np.float16))
-        arrays["teacher"].append(_resize_field(bwd, sh, sw).astype(np.float16))
-        arrays["teacher_fwd"].append(_resize_field(fwd, sh, sw).astype(np.float16))
+        arrays["prior"].append(resize_field(prior_dis(gb, ga), (sh, sw)).astype(np.float16))
+        arrays["teacher"].append(resize_field(bwd, (sh, sw)).astype(np.float16))
+        arrays["teacher_fwd"].append(resize_field(fwd, (sh, sw)).astype(np.float16))
         arrays["valid"].append(cv2.resize(valid.astype(np.uint8), (sw, sh), interpolation=cv2.INTER_NEAREST))
     tmp = out_root / f".{final.name}.tmp{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)

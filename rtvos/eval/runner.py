@@ -60,16 +60,20 @@ class _SegmenterStepper:
 
     def __init__(self, segmenter: Any) -> None:
         self.segmenter = segmenter
-        self.last_scores: np.ndarray | None = None  # (K+1)×H×W of the last step: the CRF's unary
+        self._last: Any = None  # the last StepResult
+
+    @property
+    def last_scores(self) -> np.ndarray | None:
+        """(K+1)×H×W scores of the last step (the CRF's unary), built only when asked for."""
+        return None if self._last is None else self._last.scores
 
     def reset(self) -> None:
         self.segmenter.reset()
-        self.last_scores = None
+        self._last = None
 
     def step(self, frame: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-        res = self.segmenter.step(frame, mask)
-        self.last_scores = res.scores
-        return res.mask
+        self._last = self.segmenter.step(frame, mask)
+        return self._last.mask
 
 
 def build_method(
@@ -90,12 +94,9 @@ def build_method(
 
         return CopyBaseline()
     if name == "flow-plain":
-        from ..flow import FLOW_PRESETS
         from .baselines import FlowBaseline
 
-        if flow_preset not in FLOW_PRESETS:
-            raise ValueError(f"unknown flow preset {flow_preset!r}; expected one of {', '.join(FLOW_PRESETS)}")
-        return FlowBaseline(flow_preset)
+        return FlowBaseline(flow_preset)  # DISFlow names the presets when this one is unknown
     if name == "flow":
         from ..segmenter import Segmenter
 
