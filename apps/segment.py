@@ -180,7 +180,7 @@ def run_stream(
             from rtvos.io.sinks import WindowSink
 
             WindowSink.check_display()
-        size = tuple(getattr(src, "size", (0, 0)))
+        size = tuple(src.size)
         if first_mask is not None and size[0] > 0 and first_mask.shape != size:
             raise InputError(_mask_size_error(mask_path, first_mask, source, size))
         if first_mask is not None and not first_mask.any():  # would run to the end with empty output
@@ -219,7 +219,7 @@ def run_stream(
         if summary.interrupted:
             print(f"rtvos {cmd}: stopped before the first frame ({summary.stop_reason})", file=sys.stderr)
             return 0
-        raise InputError(f"no frames decoded from {getattr(src, 'name', source)}")
+        raise InputError(f"no frames decoded from {src.name}")
     s = seg.size
     print(summary.describe() + f"\nmodel: input {s[0]}x{s[1]} (short side {seg.size_spec}), {args.device}")
     for sink in sinks:
@@ -261,7 +261,7 @@ def _build_sinks(outs: Outputs, palette: np.ndarray, view: Any, src: Any) -> lis
     if view is not None:
         sinks.append(LiveViewSink(view))
     if outs.show:
-        sinks.append(WindowSink(title=f"rtvos: {getattr(src, 'name', '')}"))
+        sinks.append(WindowSink(title=f"rtvos: {src.name}"))
     if outs.masks is not None:
         sinks.append(MaskSink(outs.masks, palette))
     if outs.video is not None:

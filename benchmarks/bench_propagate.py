@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 import rtvos.bench as rb
-from rtvos.segmenter import _RemapPropagator, labels_from_scores, propagate_labels
+from rtvos.segmenter import RemapPropagator, labels_from_scores, propagate_labels
 
 
 def main() -> None:
@@ -35,7 +35,7 @@ def main() -> None:
         y, x = rng.integers(0, h // 2), rng.integers(0, w // 2)
         labels[y : y + h // 3, x : x + w // 3] = k
     flow = torch.from_numpy(rng.normal(0, 1.5, (1, 2, a.flow_grid, a.flow_grid)).astype(np.float32))
-    fast = _RemapPropagator()
+    fast = RemapPropagator()
     lab_t = torch.from_numpy(labels)
     scores = np.stack([(labels == k).astype(np.float32) for k in range(1, a.objects + 1)])
 

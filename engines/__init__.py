@@ -1,1 +1,4 @@
-"""TensorRT engine building and the on-disk engine cache (`engines/build.py`). Imports tensorrt lazily."""
+"""TensorRT engine building and the engine cache (`engines/build.py`, re-exporting `rtvos.backends.tensorrt_engines`).
+
+Imports rtvos; rtvos never imports this package. Imports tensorrt lazily.
+"""

@@ -1,1 +1,4 @@
-"""TensorRT plugins for rtvos custom ops. Nothing here imports tensorrt at import time."""
+"""TensorRT plugins for rtvos custom ops (re-exporting `rtvos.backends.tensorrt_plugin`).
+
+Imports rtvos; rtvos never imports this package. Nothing here imports tensorrt at import time.
+"""

@@ -554,14 +554,15 @@ def _make_segmenter(model: Any, config: BenchConfig, backend: str, precision: st
 def _threaded_pass(seg: Any, source: _Source, config: BenchConfig, workdir: Path) -> dict[str, Any]:
     """fps of reader thread → model → writer thread with the CLI's sinks, over `config.frames` frames (looping
     the source as the sequential pass does); the model is already built, so only steady-state work counts."""
-    from .io import open_source
+    from .io import FrameSourceBase, open_source
     from .io.sinks import MaskSink, VideoSink
     from .pipeline import Pipeline, PipelineConfig
 
-    class _Looped:  # the source as the sequential pass sees it: re-opened until enough frames were read
+    class _Looped(FrameSourceBase):  # the source as the sequential pass sees it: re-opened until enough frames were read
         def __init__(self) -> None:
             self._src = open_source(source.path)
             self.name, self.fps, self.size = "bench", self._src.fps, self._src.size
+            self.num_frames = None  # loops until the pipeline's max_frames
 
         def __iter__(self) -> Any:
             n = 0

@@ -26,9 +26,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .io.base import Frame, FrameSource, InputError
 from .io.masks import DAVIS_PALETTE
 from .io.sinks import SegmentedFrame, Sink, StopPipeline, StreamInfo
-from .io.video import Frame, FrameSource, InputError
 from .segmenter import Segmenter
 
 __all__ = [
@@ -265,7 +265,7 @@ class Pipeline:
         self.first_mask = first_mask
         self.palette = DAVIS_PALETTE.copy() if palette is None else np.asarray(palette, dtype=np.uint8)
         self.config = config or PipelineConfig()
-        self.is_live = bool(getattr(source, "is_live", False))
+        self.is_live = bool(source.is_live)
         self.drop_stale = self.is_live if self.config.drop_stale is None else self.config.drop_stale
         self.stats = RunStats(self.config.stats_capacity)
         read_size = 1 if self.drop_stale else self.config.read_queue
@@ -303,7 +303,7 @@ class Pipeline:
             frames = st.frames
         src = self._source_stats()
         return PipelineSummary(
-            name=str(getattr(self.source, "name", "source")),
+            name=str(self.source.name),
             frames=frames,
             segmented=self.segmented,
             dropped=src["dropped"] + self.pipeline_dropped,
@@ -327,9 +327,9 @@ class Pipeline:
         # are not this run's drops.
         self._base = self._source_stats()
         info = StreamInfo(
-            name=str(getattr(self.source, "name", "source")),
-            fps=float(getattr(self.source, "fps", 0) or 25.0),
-            size=tuple(getattr(self.source, "size", (0, 0))),  # type: ignore[arg-type]
+            name=str(self.source.name),
+            fps=float(self.source.fps or 25.0),
+            size=tuple(self.source.size),  # type: ignore[arg-type]
             is_live=self.is_live,
             palette=self.palette,
         )
@@ -408,7 +408,7 @@ class Pipeline:
         h, w = frame.image.shape[:2]
         if mask.shape != (h, w):
             got = f"{mask.shape[1]}x{mask.shape[0]}" if mask.ndim == 2 else f"shape {mask.shape}"
-            raise InputError(f"first mask is {got} but the frames of {getattr(self.source, 'name', 'the source')} "
+            raise InputError(f"first mask is {got} but the frames of {self.source.name} "
                              f"are {w}x{h}")
         if mask.dtype != np.uint8:
             if mask.dtype.kind not in "biu" or (mask.size and (mask.min() < 0 or mask.max() > 255)):
@@ -444,11 +444,8 @@ class Pipeline:
             return
 
     def _source_stats(self) -> dict[str, int]:
-        stats_fn = getattr(self.source, "stats", None)
-        if stats_fn is None:
-            return {"dropped": 0, "reconnects": 0}
         try:
-            s = stats_fn()
+            s = self.source.stats()
         except Exception:  # a closed source may refuse; the last values are in RunStats
             return {"dropped": self.stats.dropped - self.pipeline_dropped, "reconnects": self.stats.reconnects}
         return {k: int(s.get(k, 0)) - self._base[k] for k in ("dropped", "reconnects")}
@@ -533,7 +530,7 @@ class Pipeline:
         try:
             self.source.close()
         except Exception as err:
-            log.warning("rtvos: closing %s: %s", getattr(self.source, "name", "the source"), err)
+            log.warning("rtvos: closing %s: %s", self.source.name, err)
 
     # -- writer thread ---------------------------------------------------------------------------------------
     def _write_loop(self, info: StreamInfo) -> None:
@@ -596,7 +593,7 @@ class _Progress:
         if mode == "bar":
             from tqdm import tqdm
 
-            total = getattr(source, "num_frames", None)
+            total = source.num_frames
             if config.max_frames is not None:
                 total = config.max_frames if total is None else min(total, config.max_frames)
             # disable=None: tqdm turns itself off when stderr is not a terminal (CI logs, pipes).

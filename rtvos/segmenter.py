@@ -137,7 +137,7 @@ def labels_from_scores(scores: np.ndarray) -> np.ndarray:
     return full.argmax(0).astype(np.uint8)
 
 
-class _RemapPropagator:
+class RemapPropagator:
     """CPU fast path for full-resolution propagation: the same bilinear backward warp as `warp`, done by
     cv2.remap on fixed-point maps computed once per frame (≈10x grid_sample at 854x480).
 
@@ -268,7 +268,7 @@ class Segmenter:
         self._pool: ThreadPoolExecutor | None = None  # DIS beside the embedding (prior models)
         self.sync_timings = sync_timings and self.device.type == "cuda"
         self.state = SegmenterState()
-        self._remap = _RemapPropagator()  # scratch (coordinate grid), not stream state
+        self._remap = RemapPropagator()  # scratch (coordinate grid), not stream state
         if not isinstance(self.size_spec, int):  # an explicit input size: build the backend now
             self.prepare(self.size_spec)
 

@@ -41,8 +41,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .io.base import InputError
 from .io.prompt import check_box
-from .io.video import InputError
 
 __all__ = ["LiveView"]
 

@@ -22,10 +22,14 @@ def _quiet_random_weights():
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory):
     # ONNX exports etc. go to a per-session folder, not the user's ~/.cache (subprocess CLIs inherit it).
+    # RTVOS_CACHE_DIR would take precedence over RTVOS_CACHE (rtvos.cache), so it is unset meanwhile.
     old = os.environ.get("RTVOS_CACHE")
+    old_dir = os.environ.pop("RTVOS_CACHE_DIR", None)
     os.environ["RTVOS_CACHE"] = str(tmp_path_factory.mktemp("rtvos-cache"))
     yield
     if old is None:
         os.environ.pop("RTVOS_CACHE", None)
     else:
         os.environ["RTVOS_CACHE"] = old
+    if old_dir is not None:
+        os.environ["RTVOS_CACHE_DIR"] = old_dir

@@ -206,19 +206,16 @@ def test_onnx_cache_is_keyed_by_weights(model, cache: Path) -> None:  # type: ig
 
 @needs_onnx
 @pytest.mark.parametrize("deform", ["deformconv", "gridsample"])
-def test_onnx_parity(model, clip, eager_run, cache: Path, deform: str) -> None:  # type: ignore[no-untyped-def]
-    from rtvos.backends import _BACKENDS
-
-    # the registry factory forwards extra kwargs to OnnxBackend, so the lowering can be forced per test
-    seg_backend = f"onnx-{deform}"
-    _BACKENDS[seg_backend] = lambda *a, **k: _BACKENDS["onnx"](*a, deform=deform, **k)
+def test_onnx_parity(model, clip, eager_run, cache: Path, deform: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from rtvos import backends
 
-    backends._PROBES[seg_backend] = backends._PROBES["onnx"]
-    try:
-        other = _run(model, clip, seg_backend)
-    finally:
-        del _BACKENDS[seg_backend], backends._PROBES[seg_backend]
+    # the registry factory forwards extra kwargs to OnnxBackend, so the lowering can be forced per test;
+    # monkeypatch takes the extra registry entry out again
+    seg_backend = f"onnx-{deform}"
+    onnx_factory = backends._BACKENDS["onnx"]
+    monkeypatch.setitem(backends._BACKENDS, seg_backend, lambda *a, **k: onnx_factory(*a, deform=deform, **k))
+    monkeypatch.setitem(backends._PROBES, seg_backend, backends._PROBES["onnx"])
+    other = _run(model, clip, seg_backend)
     _check_parity(f"onnx/{deform}", eager_run, other)
 
 
@@ -280,25 +277,75 @@ _TRT_NET = importlib.util.find_spec("tensorrt") or importlib.util.find_spec("ten
 @pytest.mark.skipif(_TRT_NET is None, reason="neither tensorrt nor tensorrt_rtx is installed")
 def test_tensorrt_parses_exported_onnx_on_cpu(model, cache: Path) -> None:  # type: ignore[no-untyped-def]
     """Building a TensorRT network definition needs no GPU: the decomposed (GridSample) step graph must parse,
-    which is the plugin-free engine route of engines/build.py."""
-    from plugins.deform_conv_plugin import import_tensorrt
+    which is the plugin-free engine route of rtvos.backends.tensorrt_engines."""
     from rtvos.backends.onnx import export_onnx
+    from rtvos.backends.tensorrt_engines import parse_onnx_network
+    from rtvos.backends.tensorrt_plugin import import_tensorrt
 
     trt = import_tensorrt()
     path = export_onnx(model, (S, S), "step", "gridsample")
-    from engines.build import parse_onnx_network
-
     parsed = parse_onnx_network(trt, path)
     assert parsed.network.num_inputs == 2 and parsed.network.num_outputs == 2
     print(f"\n[tensorrt {trt.__name__} {trt.__version__}] {len(parsed.layer_types)} layers")
     assert parsed.layer_types.count("GRID_SAMPLE") == 3, sorted(set(parsed.layer_types))
 
 
+def test_engine_cache_is_the_user_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Engines go to `engines/` under the one rtvos cache root ($RTVOS_CACHE_DIR first), next to the ONNX
+    exports, never into the installed package; $RTVOS_ENGINE_DIR still overrides the engine folder alone."""
+    from rtvos.backends.onnx import cache_dir as onnx_cache_dir
+    from rtvos.backends.tensorrt_engines import engine_dir, engine_path
+    from rtvos.cache import cache_root
+
+    monkeypatch.delenv("RTVOS_ENGINE_DIR", raising=False)
+    monkeypatch.setenv("RTVOS_CACHE_DIR", str(tmp_path / "root"))
+    monkeypatch.setenv("RTVOS_CACHE", str(tmp_path / "older-name"))  # the older variable loses to the new one
+    assert engine_dir() == tmp_path / "root" / "engines" and onnx_cache_dir() == tmp_path / "root" / "onnx"
+    path = engine_path("k" * 20, "step", (64, 64), "fp16")
+    assert path == tmp_path / "root" / "engines" / f"step-64x64-fp16-{'k' * 20}.engine"
+    package = Path(rtvos.__file__).resolve().parents[1]
+    assert package not in path.resolve().parents
+
+    monkeypatch.delenv("RTVOS_CACHE_DIR")
+    assert engine_dir() == tmp_path / "older-name" / "engines"
+    monkeypatch.delenv("RTVOS_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_root() == tmp_path / "xdg" / "rtvos" and engine_dir() == tmp_path / "xdg" / "rtvos" / "engines"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/path")  # not absolute: ignored, as the XDG spec says
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert engine_dir() == tmp_path / "home" / ".cache" / "rtvos" / "engines"
+    monkeypatch.setenv("RTVOS_ENGINE_DIR", str(tmp_path / "mine"))
+    assert engine_dir() == tmp_path / "mine"
+
+
+def test_tensorrt_modules_import_one_way() -> None:
+    """No import cycle between rtvos and the TensorRT entry points: nothing under rtvos/ imports `engines` or
+    `plugins` (not even inside a function), while those only re-export the library's modules."""
+    import ast
+
+    import engines.build
+    import plugins.deform_conv_plugin
+    from rtvos.backends import tensorrt_engines, tensorrt_plugin
+
+    root = Path(rtvos.__file__).resolve().parent
+    offenders = []
+    for py in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(py.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            offenders += [f"{py.relative_to(root)}:{node.lineno} {n}" for n in names
+                          if n.split(".")[0] in ("engines", "plugins")]
+    assert not offenders, offenders
+    for facade, home in ((engines.build, tensorrt_engines), (plugins.deform_conv_plugin, tensorrt_plugin)):
+        assert facade.__all__ and all(getattr(facade, n) is getattr(home, n) for n in facade.__all__), facade
+
+
 # -- optional Triton kernel -----------------------------------------------------------------------------------
 _TRITON_SCRIPT = """
 import torch
 from rtvos.backends.triton_kernel import deform_conv2d_triton
-from rtvos.ops.deform_conv import _deform_conv2d_torch
+from rtvos.ops.deform_conv import deform_conv2d_torch
 torch.manual_seed(0)
 worst = 0.0
 for c, o, h, w, g, wg, s, p, d, use_mask in [(4, 6, 7, 9, 2, 2, 1, 1, 1, True), (3, 2, 8, 6, 1, 1, 2, 2, 2, False)]:
@@ -306,7 +353,7 @@ for c, o, h, w, g, wg, s, p, d, use_mask in [(4, 6, 7, 9, 2, 2, 1, 1, 1, True), 
     oh, ow = (h + 2 * p - 2 * d - 1) // s + 1, (w + 2 * p - 2 * d - 1) // s + 1
     off = torch.randn(1, 2 * g * 9, oh, ow) * 3  # many taps land outside the image
     m = torch.rand(1, g * 9, oh, ow) if use_mask else None
-    ref = _deform_conv2d_torch(x, off, wt, b, [s, s], [p, p], [d, d], m)
+    ref = deform_conv2d_torch(x, off, wt, b, [s, s], [p, p], [d, d], m)
     out = deform_conv2d_triton(x, off, wt, b, [s, s], [p, p], [d, d], m, block=16)
     worst = max(worst, float((out - ref).abs().max()))
 print(worst)

@@ -11,8 +11,8 @@ from PIL import Image
 
 from rtvos.eval.datasets import (
     DatasetError,
-    _parse_db_info,
     load_dataset,
+    parse_db_info,
     read_davis,
     read_label_image,
     read_segtrack,
@@ -89,7 +89,7 @@ def test_davis2016_layout_with_frame_pair_list_and_db_info(tmp_path: Path) -> No
 
 def test_db_info_fallback_parser() -> None:
     text = "attributes: [AC]\nsequences:\n- attributes: [DB, FM]  # c\n  eval_t: True\n  name: bear\n  num_frames: 82\n"
-    assert _parse_db_info(text) == [{"attributes": ["DB", "FM"], "eval_t": True, "name": "bear", "num_frames": 82}]
+    assert parse_db_info(text) == [{"attributes": ["DB", "FM"], "eval_t": True, "name": "bear", "num_frames": 82}]
 
 
 def test_davis2017_palette_ids_and_void(tmp_path: Path) -> None:

@@ -375,7 +375,7 @@ def test_fragmented_writer_for_live_streams(tmp_path: Path) -> None:
 
 _FRAG_WRITER = """
 import sys, time, numpy as np
-from rtvos.io.video import VideoWriter
+from rtvos.io.writer import VideoWriter
 w = VideoWriter(sys.argv[1], fps=25, fragmented=True)
 for i in range(100000):
     f = np.full((96, 128, 3), (i * 7) % 255, np.uint8); f[:, : (i % 128)] = 30
@@ -395,7 +395,7 @@ def test_sigkilled_live_mp4_loses_at_most_one_fragment(tmp_path, kill_at):
 
     import av
 
-    from rtvos.io.video import FRAGMENT_S
+    from rtvos.io.writer import FRAGMENT_S
 
     path = tmp_path / "live.mp4"
     proc = subprocess.Popen([sys.executable, "-c", _FRAG_WRITER, str(path)], stdout=subprocess.PIPE, text=True)
@@ -407,3 +407,170 @@ def test_sigkilled_live_mp4_loses_at_most_one_fragment(tmp_path, kill_at):
     with av.open(str(path)) as c:
         decoded = sum(1 for _ in c.decode(video=0))
     assert written - 25 * FRAGMENT_S - 2 <= decoded <= written + 2, (written, decoded)
+
+
+# ------------------------------------------------------------------ module layout and the FrameSource protocol
+
+_IO_DIR = Path(__file__).resolve().parents[1] / "rtvos" / "io"
+_IO_MODULES = sorted(p.stem for p in _IO_DIR.glob("*.py") if p.stem != "__init__")
+
+# What each module may import from rtvos.io (exactly, for the source stack; at most, for the rest).
+_IO_LAYERS = {
+    "base": set(),
+    "video": {"base"},
+    "live": {"base"},
+    "writer": {"base"},
+    "source": {"base", "live", "video"},
+}
+
+# Imports one module with bare stand-ins for the `rtvos` and `rtvos.io` packages, so no __init__ runs and
+# only what the module itself imports is loaded; prints the rtvos modules that ended up loaded.
+_ISOLATED_IMPORT = """
+import importlib, json, sys, types
+from pathlib import Path
+io_dir = Path(sys.argv[2])
+for name, path in (("rtvos", io_dir.parent), ("rtvos.io", io_dir)):
+    pkg = types.ModuleType(name)
+    pkg.__path__ = [str(path)]
+    sys.modules[name] = pkg
+importlib.import_module(sys.argv[1])
+print(json.dumps(sorted(m for m in sys.modules if m.startswith("rtvos."))))
+"""
+
+
+@pytest.mark.parametrize("module", _IO_MODULES)
+def test_io_module_imports_on_its_own(module: str) -> None:
+    """Each rtvos.io module imports alone in a fresh interpreter (no import cycle, nothing it forgot to import),
+    and the source stack is layered: base <- video, live, writer <- source."""
+    import json
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", _ISOLATED_IMPORT, f"rtvos.io.{module}", str(_IO_DIR)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    loaded = {m.removeprefix("rtvos.io.") for m in json.loads(run.stdout.splitlines()[-1])} - {"rtvos.io", module}
+    assert not {m for m in loaded if m.startswith("rtvos.")}, loaded  # rtvos.io needs nothing outside itself
+    if module in _IO_LAYERS:
+        assert loaded == _IO_LAYERS[module], loaded
+    else:
+        assert not loaded & {"live", "video", "source"}, loaded  # masks/overlay/prompt/sinks read no sources
+
+
+def test_import_live_alone_in_a_fresh_interpreter() -> None:
+    import subprocess
+    import sys
+
+    code = "import rtvos.io.live as m; from rtvos.io import FrameSource; assert FrameSource in m.LiveSource.__mro__"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+
+
+def test_public_names_and_old_paths() -> None:
+    import rtvos.io as io
+    from rtvos.io import base, live, source, video, writer
+
+    assert io.InputError is base.InputError and io.Frame is base.Frame and io.FrameSource is base.FrameSource
+    assert io.open_source is source.open_source and io.VideoWriter is writer.VideoWriter
+    assert io.ImageFolderSource is video.ImageFolderSource and io.VideoFileSource is video.VideoFileSource
+    assert io.LiveSource is live.LiveSource
+    assert video.InputError is base.InputError and video.IMAGE_EXTENSIONS is base.IMAGE_EXTENSIONS  # old paths
+    for name in io.__all__:
+        assert getattr(io, name) is not None, name
+    assert base.natural_key("f10.png") > base.natural_key("f2.png")
+    assert base.check_fps("25", "x") == 25.0
+    with pytest.raises(InputError, match="frame rate for clip"):
+        base.check_fps(0, "clip")
+
+
+def _concrete_source_classes() -> set[type]:
+    import importlib
+    import inspect
+
+    from rtvos.io import FrameSourceBase, LiveSource
+
+    bases = {FrameSourceBase, LiveSource}  # shared machinery; they open nothing themselves
+    found: set[type] = set()
+    for name in _IO_MODULES:
+        module = importlib.import_module(f"rtvos.io.{name}")
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if issubclass(cls, FrameSourceBase) and cls.__module__.startswith("rtvos.io.") and cls not in bases:
+                found.add(cls)
+    return found
+
+
+def _check_protocol(src: object) -> None:
+    from rtvos.io import FrameSource
+
+    assert isinstance(src, FrameSource), type(src)
+    assert isinstance(src.name, str) and src.name
+    assert isinstance(src.fps, float) and src.fps > 0
+    assert isinstance(src.size, tuple) and len(src.size) == 2 and all(isinstance(v, int) for v in src.size)
+    assert isinstance(src.is_live, bool)
+    assert src.num_frames is None or isinstance(src.num_frames, int)
+    stats = src.stats()
+    assert isinstance(stats["dropped"], int) and isinstance(stats["reconnects"], int)
+
+
+def test_file_sources_satisfy_the_frame_source_protocol(tmp_path: Path) -> None:
+    """Every concrete source class of rtvos.io is covered here or in test_live.py, and files satisfy the
+    runtime-checkable FrameSource protocol with zero drop/reconnect counters."""
+    from rtvos.io import ImageFolderSource, NetworkSource, VideoFileSource, WebcamSource
+
+    assert _concrete_source_classes() == {ImageFolderSource, VideoFileSource, NetworkSource, WebcamSource}
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, f in enumerate(_frames(3)):
+        Image.fromarray(f).save(folder / f"{i:05d}.png")
+    clip = tmp_path / "clip.mp4"
+    with VideoWriter(clip, 24) as w:
+        for f in _frames(3):
+            w.write(f)
+    for src in (ImageFolderSource(folder), VideoFileSource(clip)):
+        with src:
+            _check_protocol(src)
+            assert not src.is_live and src.size == (H, W) and src.num_frames == 3
+            assert src.stats() == {"frames": 0, "dropped": 0, "reconnects": 0}
+            assert len(list(src)) == 3 and src.stats()["frames"] == 3
+
+
+def test_frame_source_protocol_is_structural_and_gives_defaults() -> None:
+    from collections.abc import Iterator
+
+    from rtvos.io import FrameSource
+
+    class Plain:  # no rtvos base class at all
+        name, fps, size, is_live, num_frames = "plain", 25.0, (2, 3), False, 0
+
+        def __iter__(self) -> Iterator[Frame]:
+            return iter(())
+
+        def stats(self) -> dict[str, int]:
+            return {"dropped": 0, "reconnects": 0}
+
+        def close(self) -> None: ...
+
+        def __enter__(self) -> Plain:
+            return self
+
+        def __exit__(self, *exc: object) -> None: ...
+
+    class NoStats:
+        name, fps, size, is_live, num_frames = "x", 25.0, (2, 3), False, 0
+
+        def __iter__(self) -> Iterator[Frame]:
+            return iter(())
+
+        def close(self) -> None: ...
+
+    class Inherits(FrameSource):  # subclassing the protocol still gives the old base-class defaults
+        def __init__(self) -> None:
+            self.name, self.fps, self.size, self.num_frames = "sub", 30.0, (4, 4), None
+
+        def __iter__(self) -> Iterator[Frame]:
+            yield Frame(index=0, image=np.zeros((4, 4, 3), np.uint8))
+
+    assert isinstance(Plain(), FrameSource) and not isinstance(NoStats(), FrameSource)
+    with Inherits() as src:
+        _check_protocol(src)
+        assert src.is_live is False and src.stats()["dropped"] == 0 and len(list(src)) == 1

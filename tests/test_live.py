@@ -334,6 +334,30 @@ def test_webcam_falls_back_to_opencv(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert means == pytest.approx([float(r.mean()) for r in ref], abs=3)
 
 
+def test_live_sources_satisfy_the_frame_source_protocol(monkeypatch: pytest.MonkeyPatch) -> None:
+    """WebcamSource and NetworkSource are runtime FrameSources (the pipeline reads them by plain attribute);
+    both streams are FFmpeg's real-time lavfi test source, so no camera or RTSP server is needed."""
+    from rtvos.io import FrameSource
+
+    real_open = av.open
+
+    def fake_open(file: Any, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("format") == "v4l2" or str(file).startswith("rtsp://"):
+            return real_open("testsrc2=size=160x120:rate=30,realtime", format="lavfi")
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(live.av, "open", fake_open)
+    for src in (live.WebcamSource(0), live.NetworkSource(f"rtsp://{USER}:{PASSWORD}@cam.invalid/live")):
+        with src:
+            assert isinstance(src, FrameSource), type(src)
+            assert src.is_live is True and src.num_frames is None and src.size == (120, 160)
+            assert isinstance(src.name, str) and src.name and isinstance(src.fps, float) and src.fps > 0
+            assert len(_take(src, 2)) == 2
+            stats = src.stats()
+            assert isinstance(stats["dropped"], int) and isinstance(stats["reconnects"], int)
+            assert PASSWORD not in repr(src)
+
+
 @pytest.mark.skipif(os.path.exists("/dev/video0"), reason="a real camera is attached")
 def test_missing_camera_is_a_one_line_error() -> None:
     with pytest.raises(InputError) as info:

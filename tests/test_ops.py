@@ -131,7 +131,7 @@ def strategy_fn(strategy: str) -> Callable[..., Tensor]:
     """The internal pure-PyTorch path with a forced evaluation order (plain autograd)."""
 
     def fn(input, offset, weight, bias, stride, padding, dilation, mask=None):  # type: ignore[no-untyped-def]
-        return dc_module._deform_conv2d_torch(
+        return dc_module.deform_conv2d_torch(
             input, offset, weight, bias, list(stride), list(padding), list(dilation), mask, strategy
         )
 
@@ -286,7 +286,7 @@ def test_zero_offsets_equal_conv2d(kwargs: dict, groups: int, strategy: str) -> 
     else:
         defaults = (("stride", 1), ("padding", 0), ("dilation", 1))
         s, p, d = (dc_module._pair(kwargs.get(k, v), k) for k, v in defaults)
-        got = dc_module._deform_conv2d_torch(x, offset, weight, bias, s, p, d, None, strategy)
+        got = dc_module.deform_conv2d_torch(x, offset, weight, bias, s, p, d, None, strategy)
     torch.testing.assert_close(got, expected, atol=1e-10, rtol=0)
 
 

@@ -118,9 +118,9 @@ def test_zero_outside_gives_background():
     assert float(sc.max()) == 0.0
     assert labels_from_scores(sc.numpy()).max() == 0
     # the same through the Segmenter's remap path: a DIS-free check with a hand-made field
-    from rtvos.segmenter import _RemapPropagator
+    from rtvos.segmenter import RemapPropagator
 
-    p = _RemapPropagator()
+    p = RemapPropagator()
     base = np.zeros((8, 10, 2), np.float32)
     base[..., 0] = 20.0
     maps = p.maps(8, 10, None, base)

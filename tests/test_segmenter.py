@@ -171,7 +171,7 @@ def test_default_size_comes_from_the_checkpoint(tmp_path):
 @pytest.mark.parametrize("num_classes", [2, 3, 6])
 def test_cpu_remap_fast_path_matches_the_torch_reference(num_classes):
     """The CPU path (cv2.remap on a uint8 one-hot) must agree with grid_sample's warp + argmax."""
-    from rtvos.segmenter import _RemapPropagator, propagate_labels
+    from rtvos.segmenter import RemapPropagator, propagate_labels
 
     rng = np.random.default_rng(num_classes)
     h, w = 120, 212
@@ -183,7 +183,7 @@ def test_cpu_remap_fast_path_matches_the_torch_reference(num_classes):
     coarse = torch.from_numpy(rng.normal(0, 3, (1, 2, 4, 4)).astype(np.float32))
     flow = torch.nn.functional.interpolate(coarse, size=(32, 32), mode="bilinear", align_corners=False)
     ref = propagate_labels(torch.from_numpy(labels), flow, num_classes).numpy()
-    p = _RemapPropagator()
+    p = RemapPropagator()
     fast = p.hard(labels, p.maps(h, w, flow), num_classes)
     assert fast.shape == ref.shape
     agree = (fast == ref).mean()

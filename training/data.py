@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from rtvos.io.video import IMAGE_EXTENSIONS, _natural_key
+from rtvos.io.base import IMAGE_EXTENSIONS, natural_key
 
 __all__ = ["VIDEO_EXTENSIONS", "Clip", "find_clips", "PairDataset", "PairSampler"]
 
@@ -49,7 +49,7 @@ class Clip:
 
 def _image_files(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
-                  key=lambda p: _natural_key(p.name))
+                  key=lambda p: natural_key(p.name))
 
 
 def _count_video_frames(path: Path) -> int:
@@ -85,14 +85,14 @@ def _scan(root: Path) -> list[Clip]:
         root = davis / "480p" if (davis / "480p").is_dir() else davis
     clips: list[Clip] = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted((d for d in dirnames if d.lower() not in _SKIP_DIRS), key=_natural_key)
+        dirnames[:] = sorted((d for d in dirnames if d.lower() not in _SKIP_DIRS), key=natural_key)
         here = Path(dirpath)
-        for f in sorted(filenames, key=_natural_key):
+        for f in sorted(filenames, key=natural_key):
             if Path(f).suffix.lower() in VIDEO_EXTENSIONS:
                 clips.append(_video_clip(here / f))
         images = [here / f for f in filenames if Path(f).suffix.lower() in IMAGE_EXTENSIONS]
         if len(images) >= 2:
-            clips.append(_frames_clip(here, sorted(images, key=lambda p: _natural_key(p.name))))
+            clips.append(_frames_clip(here, sorted(images, key=lambda p: natural_key(p.name))))
     return clips
 
 

@@ -9,9 +9,9 @@ How `rtvos::deform_conv2d` is lowered (``deform=``):
   ``GridSample`` + ``MatMul`` — for runtimes/EPs without ``DeformConv``.
 * ``"auto"``: ``deformconv`` when onnxruntime can run a one-node DeformConv model on the chosen providers.
 
-Exports are cached on disk (``$RTVOS_CACHE/onnx`` or ``~/.cache/rtvos/onnx``), keyed by a hash of the weights,
-the input size, the graph kind, the lowering, the opset, the precision and the torch version, because
-exporting takes seconds and the weights rarely change.
+Exports are cached in ``onnx/`` under the user cache root (:mod:`rtvos.cache`: ``$RTVOS_CACHE_DIR``, else
+``~/.cache/rtvos``), keyed by a hash of the weights, the input size, the graph kind, the lowering, the opset,
+the precision and the torch version, because exporting takes seconds and the weights rarely change.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..cache import user_cache_dir
 from ..models.rpmnet import STRIDE, RPMNet
 from . import Backend
 from .compiled import EmbedModule, MatchModule, StepModule
@@ -66,9 +67,8 @@ def probe() -> str | None:
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("RTVOS_CACHE")
-    base = Path(root).expanduser() if root else Path("~/.cache/rtvos").expanduser()
-    return base / "onnx"
+    """Where exports are cached: ``onnx/`` under the rtvos user cache (see :mod:`rtvos.cache`)."""
+    return user_cache_dir("onnx")
 
 
 def model_hash(model: nn.Module) -> str:
@@ -131,9 +131,9 @@ def _decompose_deform_conv2d(
     dilation: list[int],
     mask: Tensor | None,
 ) -> Tensor:
-    from ..ops.deform_conv import _deform_conv2d_torch
+    from ..ops.deform_conv import deform_conv2d_torch
 
-    return _deform_conv2d_torch(input, offset, weight, bias, stride, padding, dilation, mask)
+    return deform_conv2d_torch(input, offset, weight, bias, stride, padding, dilation, mask)
 
 
 @functools.lru_cache(maxsize=None)

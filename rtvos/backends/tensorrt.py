@@ -1,10 +1,15 @@
-"""`tensorrt` backend: runs cached TensorRT engines (built by `engines/build.py`) for the step and for embed.
+"""`tensorrt` backend: runs cached TensorRT engines (built by `rtvos.backends.tensorrt_engines`) for the step and
+for embed.
 
 Why engines from disk: building takes minutes and is specific to weights, shape, precision, TensorRT version
 and GPU; `rtvos build-engine` builds ahead of time and this backend builds on first use if none is cached.
 
 Status: NEVER RUN — needs an NVIDIA GPU, `tensorrt` ≥ 10.7 and (for the default route) `torch_tensorrt`.
 `probe()` names what is missing.
+
+Imports stay inside `rtvos`: this module → `tensorrt_engines` (build + user-cache engine paths) →
+`tensorrt_plugin`; `engines/` and `plugins/` only re-export those modules, so they import rtvos, never the
+reverse.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ def probe() -> str | None:
             rtx = importlib.import_module("tensorrt_rtx")
             return (
                 f"tensorrt is not installed (found tensorrt_rtx {rtx.__version__}, which has no plugin layers in "
-                "networks, so the deformable conv cannot be a plugin; engines/build.py route='onnx' could use it)"
+                "networks, so the deformable conv cannot be a plugin; the engine route='onnx' could use it)"
             )
         except Exception:
             return f"tensorrt is not importable ({type(e).__name__}: {e})"
@@ -43,7 +48,7 @@ def _torch_tensorrt_reason() -> str | None:
         importlib.import_module("torch_tensorrt")
     except Exception as e:
         return f"torch_tensorrt is not importable ({type(e).__name__}: {e})"
-    from plugins.deform_conv_plugin import unavailable_reason
+    from .tensorrt_plugin import unavailable_reason
 
     return unavailable_reason()
 
@@ -94,7 +99,7 @@ class TensorRTBackend(Backend):
             raise RuntimeError(f"backend 'tensorrt' needs a CUDA device, got {device}")
         if model.uses_prior:
             raise RuntimeError("backend 'tensorrt' does not build prior (rpmnet_dis) models yet; use onnx or eager")
-        from engines.build import build_engine
+        from .tensorrt_engines import build_engine
 
         if route == "auto":
             route = "torch_tensorrt" if _torch_tensorrt_reason() is None else "onnx"

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from ..io.masks import DAVIS_PALETTE, write_mask
-from ..io.video import VideoWriter
+from ..io.writer import VideoWriter
 
 __all__ = [
     "SyntheticClip",

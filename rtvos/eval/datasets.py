@@ -297,7 +297,7 @@ def _load_db_info(path: Path) -> list[Any]:
     try:
         import yaml  # type: ignore[import-untyped]
     except ImportError:
-        return _parse_db_info(text)
+        return parse_db_info(text)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError:
@@ -325,7 +325,7 @@ def _scalar(text: str) -> Any:
         return t
 
 
-def _parse_db_info(text: str) -> list[dict[str, Any]]:
+def parse_db_info(text: str) -> list[dict[str, Any]]:
     seqs: list[dict[str, Any]] = []
     inside = False
     for raw in text.splitlines():

@@ -1,24 +1,36 @@
-"""Input/output: frame sources (files, folders, webcams, streams), MP4 writing, DAVIS masks and overlays."""
+"""Input/output: frame sources (files, folders, webcams, streams), MP4 writing, DAVIS masks and overlays.
 
-from .live import LiveSource, NetworkSource, WebcamSource, redact_text, redact_url
-from .masks import DAVIS_PALETTE, davis_palette, read_mask, write_mask
-from .overlay import object_boundaries, overlay
-from .video import (
+Modules: :mod:`~rtvos.io.base` (shared types: :class:`InputError`, :class:`Frame`, the :class:`FrameSource`
+protocol), :mod:`~rtvos.io.video` (file and folder sources), :mod:`~rtvos.io.live` (webcams, network streams),
+:mod:`~rtvos.io.source` (:func:`open_source`), :mod:`~rtvos.io.writer` (:class:`VideoWriter`), plus masks,
+overlays, prompts and sinks. ``base`` imports nothing else from the package; ``video`` and ``live`` import only
+``base``; ``source`` imports both.
+"""
+
+from .base import (
+    DEFAULT_FOLDER_FPS,
     IMAGE_EXTENSIONS,
     Frame,
     FrameSource,
-    ImageFolderSource,
+    FrameSourceBase,
     InputError,
-    VideoFileSource,
-    VideoWriter,
-    open_source,
+    check_fps,
+    natural_key,
 )
+from .live import LiveSource, NetworkSource, WebcamSource, redact_text, redact_url
+from .masks import DAVIS_PALETTE, davis_palette, read_mask, write_mask
+from .overlay import object_boundaries, overlay
+from .source import open_source
+from .video import ImageFolderSource, VideoFileSource
+from .writer import VideoWriter
 
 __all__ = [
     "DAVIS_PALETTE",
+    "DEFAULT_FOLDER_FPS",
     "IMAGE_EXTENSIONS",
     "Frame",
     "FrameSource",
+    "FrameSourceBase",
     "ImageFolderSource",
     "InputError",
     "LiveSource",
@@ -26,7 +38,9 @@ __all__ = [
     "VideoFileSource",
     "VideoWriter",
     "WebcamSource",
+    "check_fps",
     "davis_palette",
+    "natural_key",
     "object_boundaries",
     "open_source",
     "overlay",

@@ -28,7 +28,7 @@ import av
 import cv2
 import numpy as np
 
-from .video import DEFAULT_FOLDER_FPS, Frame, FrameSource, InputError, _check_fps
+from .base import DEFAULT_FOLDER_FPS, Frame, FrameSourceBase, InputError, check_fps
 
 __all__ = [
     "LIVE_SCHEMES",
@@ -207,7 +207,7 @@ class _CvStream:
         self.cap.release()
 
 
-class LiveSource(FrameSource):
+class LiveSource(FrameSourceBase):
     """Base of live sources: reader thread, newest-frame hand-over, reconnects.
 
     Subclasses implement :meth:`_connect` (return a connected :class:`_Stream`
@@ -247,7 +247,7 @@ class LiveSource(FrameSource):
                 raise InputError(f"{what} must be > 0 for {self.display}, got {value!r}")
         if max_reconnect_s is not None and not (isinstance(max_reconnect_s, (int, float)) and max_reconnect_s >= 0):
             raise InputError(f"max_reconnect_s must be >= 0 or None for {self.display}, got {max_reconnect_s!r}")
-        self.requested_fps = None if fps is None else _check_fps(fps, self.display)
+        self.requested_fps = None if fps is None else check_fps(fps, self.display)
         self.policy = policy
         self.queue_size = queue_size
         self.reconnect = bool(reconnect)

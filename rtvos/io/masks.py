@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .video import InputError
+from .base import InputError
 
 __all__ = ["DAVIS_PALETTE", "davis_palette", "read_mask", "write_mask"]
 

@@ -18,7 +18,7 @@ import re
 import cv2
 import numpy as np
 
-from .video import InputError
+from .base import InputError
 
 __all__ = ["MAX_GRABCUT_SIDE", "box_to_mask", "check_box", "parse_box"]
 

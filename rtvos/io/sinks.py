@@ -20,9 +20,10 @@ from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from .base import Frame, InputError
 from .masks import DAVIS_PALETTE, write_mask
 from .overlay import overlay as draw_overlay
-from .video import Frame, InputError, VideoWriter
+from .writer import VideoWriter
 
 if TYPE_CHECKING:
     from ..segmenter import StepResult

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["deform_conv2d", "DeformConv2d", "deform_conv2d_reference"]
+__all__ = ["deform_conv2d", "DeformConv2d", "deform_conv2d_reference", "deform_conv2d_torch"]
 
 IntPair = Union[int, Sequence[int]]
 Strategy = Literal["auto", "im2col", "project"]
@@ -230,7 +230,7 @@ def _choose_strategy(
     return "project" if project < im2col else "im2col"
 
 
-def _deform_conv2d_torch(
+def deform_conv2d_torch(
     input: Tensor,
     offset: Tensor,
     weight: Tensor,
@@ -323,7 +323,7 @@ def _deform_conv2d_op(
     dilation: list[int],
     mask: Optional[Tensor],
 ) -> Tensor:
-    return _deform_conv2d_torch(input, offset, weight, bias, stride, padding, dilation, mask)
+    return deform_conv2d_torch(input, offset, weight, bias, stride, padding, dilation, mask)
 
 
 @_deform_conv2d_op.register_fake
@@ -373,7 +373,7 @@ def _backward(
         with torch.enable_grad():
             leaves = [t if create_graph else t.detach().requires_grad_() for _, t in targets]
             args = {i: leaf for (i, _), leaf in zip(targets, leaves)}
-            out = _deform_conv2d_torch(
+            out = deform_conv2d_torch(
                 args.get(0, input.detach()),
                 args.get(1, offset.detach()),
                 args.get(2, weight.detach()),

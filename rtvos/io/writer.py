@@ -1,0 +1,151 @@
+"""An H.264 MP4 writer (PyAV / libx264), plain or fragmented for unbounded live streams."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import av
+import numpy as np
+
+from .base import InputError, check_fps
+
+__all__ = ["FRAGMENT_S", "VideoWriter"]
+
+
+FRAGMENT_S = 1.0  # live MP4s: seconds of video per fragment, the most a SIGKILL can lose
+
+
+class VideoWriter:
+    """Write RGB frames to an H.264 MP4 (PyAV / libx264).
+
+    yuv420p needs even dimensions, so odd-sized frames are padded by one
+    row/column replicating the bottom/right edge; the file is then
+    ``even(H) x even(W)``. ``moov`` is written up front (faststart) so the
+    file plays while streaming and stays readable up to a truncation point.
+    ``preset`` defaults to "veryfast" so encoding does not bottleneck a
+    real-time pipeline.
+
+    ``fragmented=True`` writes a fragmented MP4 for unbounded live streams: the muxer then keeps no per-frame
+    index in memory, and a killed run leaves a playable file. A keyframe (and so a fragment) comes every
+    ``FRAGMENT_S`` seconds of video, the encoder runs without look-ahead (zerolatency) and every fragment is
+    flushed to disk as it is cut, so SIGKILL loses at most the last ``FRAGMENT_S`` seconds.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        fps: float | Fraction,
+        size: tuple[int, int] | None = None,
+        codec: str = "libx264",
+        crf: int = 23,
+        pix_fmt: str = "yuv420p",
+        preset: str | None = "veryfast",
+        fragmented: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        rate = fps if isinstance(fps, Fraction) else Fraction(check_fps(fps, str(self.path)))
+        if rate <= 0:
+            raise InputError(f"invalid frame rate for {self.path}: {fps!r} (must be > 0)")
+        # 29.97 -> 2997/100, 30000/1001 (as a float) -> 30000/1001.
+        self.rate: Fraction = rate.limit_denominator(1001)
+        self.codec = codec
+        self.crf = int(crf)
+        self.pix_fmt = pix_fmt
+        self.preset = preset
+        self.fragmented = bool(fragmented)
+        self.size: tuple[int, int] | None = None
+        self.frames_written = 0
+        self._closed = False
+        self._container: Any = None
+        self._stream: Any = None
+        self._pad: tuple[int, int] = (0, 0)
+        if size is not None:
+            self._start(size)
+
+    @property
+    def fps(self) -> float:
+        return float(self.rate)
+
+    def _start(self, size: Sequence[int]) -> None:
+        h, w = (int(v) for v in size)
+        if h <= 0 or w <= 0:
+            raise InputError(f"invalid video size {h}x{w} for {self.path}")
+        self.size = (h, w)
+        self._pad = (h % 2, w % 2)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if self.fragmented:
+                opts = {"movflags": "+frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
+            else:
+                opts = {"movflags": "+faststart"}
+            container = av.open(str(self.path), mode="w", options=opts)
+        except (av.error.FFmpegError, OSError) as err:
+            raise InputError(f"cannot create video file {self.path}: {err}") from None
+        try:
+            stream = container.add_stream(self.codec, rate=self.rate)
+            stream.width = w + self._pad[1]
+            stream.height = h + self._pad[0]
+            stream.pix_fmt = self.pix_fmt
+            options = {"crf": str(self.crf)}
+            if self.preset:
+                options["preset"] = self.preset
+            if self.fragmented:  # bounded loss on a kill: a keyframe per FRAGMENT_S, no frames held back
+                gop = max(1, round(float(self.rate) * FRAGMENT_S))
+                options.update({"g": str(gop), "keyint_min": str(gop), "tune": "zerolatency"})
+            stream.options = options
+        except Exception:
+            container.close()
+            raise
+        self._container, self._stream = container, stream
+
+    def write(self, rgb: np.ndarray) -> None:
+        """Append one H×W×3 uint8 RGB frame (size fixed by the first frame)."""
+        if self._closed:
+            raise ValueError(f"VideoWriter for {self.path} is closed")
+        if self.size is None:
+            if not (isinstance(rgb, np.ndarray) and rgb.ndim == 3):
+                raise ValueError(f"expected an HxWx3 uint8 RGB array, got {getattr(rgb, 'shape', type(rgb))}")
+            self._start(rgb.shape[:2])
+        assert self.size is not None
+        if (
+            not isinstance(rgb, np.ndarray)
+            or rgb.dtype != np.uint8
+            or rgb.shape != (self.size[0], self.size[1], 3)
+        ):
+            got = f"{getattr(rgb, 'shape', type(rgb))} {getattr(rgb, 'dtype', '')}".strip()
+            raise ValueError(f"expected a {self.size[0]}x{self.size[1]}x3 uint8 RGB frame, got {got}")
+        if self._pad != (0, 0):
+            rgb = np.pad(rgb, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Flush the encoder and finalise the MP4; safe to call twice."""
+        self._closed = True
+        if self._container is None:
+            return
+        container, stream = self._container, self._stream
+        self._container = self._stream = None
+        try:
+            for packet in stream.encode(None):
+                container.mux(packet)
+        finally:
+            container.close()
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
