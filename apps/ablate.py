@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from rtvos.backends import resolve_device
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("ablate", help="score a folder of checkpoints as the backbone × matching grid")
@@ -15,7 +17,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--dataset", default="davis2017")
     p.add_argument("--out", default="rtvos_ablate", help="results, ablation.csv and ablation.md go here")
     p.add_argument("--size", type=int, default=512)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="auto (CUDA when usable, else cpu), cpu or cuda:N")
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--metric", choices=("J", "F", "J&F"), default="J", help="metric of the markdown grid")
     p.add_argument("--quiet", action="store_true")
@@ -31,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     entries = discover_checkpoints(args.checkpoints)
     sequences = load_dataset(args.root, args.dataset, args.set_name)
     print(f"{len(entries)} checkpoints: " + ", ".join(f"r{e.depth}/{e.matching}" for e in entries))
-    run_ablation(entries, sequences, args.out, args.size, args.device, args.workers, progress=not args.quiet)
+    run_ablation(entries, sequences, args.out, args.size, str(resolve_device(args.device)), args.workers, progress=not args.quiet)
     out = Path(args.out)
     md = ablation_markdown(entries, args.metric)
     (out / "ablation.md").write_text(md + "\n")

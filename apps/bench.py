@@ -12,7 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-BACKEND_CHOICES = ("eager", "compile", "onnx", "tensorrt", "auto")
+from rtvos.backends import backend_names
+
+BACKEND_CHOICES = tuple(backend_names())  # "auto" + the backend registry (rtvos.backends)
 
 
 def add_parser(sub: Any) -> None:
@@ -30,21 +32,24 @@ def add_parser(sub: Any) -> None:
                    help="first-frame mask PNG for SOURCE (default: the sample's mask, the synthetic ground truth, "
                    "or a centred box)")
     p.add_argument("--model", default="default", help="'default', a registered model name, or a checkpoint path")
-    p.add_argument("--backend", nargs="+", default=["auto"], metavar="NAME",
+    p.add_argument("--backend", nargs="+", default=["auto"], metavar="NAME", choices=BACKEND_CHOICES,
                    help=f"one or several of {', '.join(BACKEND_CHOICES)} (auto: what Segmenter would pick here); "
                    "the first available one runs the per-stage pipeline (default: auto, what `rtvos segment` runs)")
     p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
-    p.add_argument("--size", type=int, default=None, help="model input size S, multiple of 64 (default: model's)")
+    p.add_argument("--size", type=int, default=None, help="model input size S, multiple of 64 (default: the size the checkpoint was trained at, as "
+                   "`rtvos segment` uses)")
     p.add_argument("--frames", type=int, default=100, help="measured frames (after the anchor and warm-up)")
     p.add_argument("--warmup", type=int, default=5, help="frames run before measuring")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch, OpenCV and onnxruntime (default: each library's own)")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
+    p.add_argument("--device", default="auto",
+                   help="torch device: auto (the first CUDA device when usable, else cpu: what `rtvos segment` "
+                   "runs), cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--mask-resolution", choices=("full", "model"), default="full")
     p.add_argument("--compare-flow", action="store_true",
                    help="also time OpenCV DIS optical-flow propagation on the same frames")
     p.add_argument("--no-flops", action="store_true", help="skip FLOP counting and the matmul peak")
-    p.add_argument("--json", metavar="OUT", default=None, help="write the results (schema-validated) here")
+    p.add_argument("--json", metavar="PATH", default=None, help="write the machine-readable results (schema-validated) to PATH")
     p.add_argument("--plot", metavar="OUT.png", default=None, help="latency histogram + per-frame plot")
     p.add_argument("--quiet", action="store_true", help="print only the table")
     p.set_defaults(func=run)

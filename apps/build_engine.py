@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from rtvos.backends import resolve_device
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("build-engine", help="build and cache TensorRT engines (needs an NVIDIA GPU + TensorRT)")
@@ -17,14 +19,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--precision", choices=("fp32", "fp16"), default="fp16")
     p.add_argument("--route", choices=("torch_tensorrt", "onnx"), default="torch_tensorrt",
                    help="torch_tensorrt (deform conv as a plugin) or onnx (deform conv as GridSample+MatMul)")
-    p.add_argument("--device", default="cuda", help="CUDA device, e.g. cuda:0")
+    p.add_argument("--device", default="auto", help="CUDA device: auto (the first CUDA device), cuda:N")
     p.add_argument("--force", action="store_true", help="rebuild even when a cached engine exists")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from rtvos.backends.tensorrt import probe
 
     reason = probe()
@@ -32,10 +32,10 @@ def run(args: argparse.Namespace) -> int:
         raise RuntimeError(f"cannot build a TensorRT engine here: {reason}")
     if args.size <= 0 or args.size % 64:
         raise ValueError(f"--size must be a positive multiple of 64, got {args.size}")
-    from engines.build import build_engine
     from rtvos import load_model
+    from rtvos.engines.build import build_engine
 
-    device = torch.device(args.device)
+    device = resolve_device(args.device)
     model = load_model(args.model).eval().to(device)
     for kind in ("embed", "step"):
         path = build_engine(model, (args.size, args.size), args.precision, kind=kind, route=args.route,

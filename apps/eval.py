@@ -8,6 +8,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from rtvos.backends import backend_names, resolve_device
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("eval", help="run and score methods on DAVIS / SegTrack-v2 / YouTube-Objects")
@@ -32,12 +34,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--model", "--weights", dest="model", default="default",
                    help="rpmnet model: 'default', a registered name or a checkpoint path")
     p.add_argument("--matching", default="deformable", help="matching variant for a registered (untrained) model")
-    p.add_argument("--backend", default="eager", help="inference backend (see `rtvos info`)")
+    p.add_argument("--backend", default="eager", choices=backend_names(), help="inference backend (see `rtvos info`)")
     p.add_argument("--size", type=int, default=None, help="model input size S, a multiple of 64 (default: the checkpoint's training size, else 512)")
-    p.add_argument("--device", default="cpu", help="torch device for rpmnet and the fast CRF")
+    p.add_argument("--device", default="auto", help="torch device for rpmnet and the fast CRF: auto (CUDA when usable, else cpu), cpu, cuda:N")
     p.add_argument("--mask-resolution", choices=("full", "model"), default="full")
     p.add_argument("--workers", type=int, default=0, help="processes for scoring (0: in-process)")
-    p.add_argument("--json", dest="json_out", default=None, help="also write the summary JSON here")
+    p.add_argument("--json", metavar="PATH", dest="json_out", default=None, help="also write the machine-readable summary to PATH")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -96,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         from rtvos.eval.runner import build_method
 
+        device = str(resolve_device(args.device))
+
         model: Any = args.model
         if "rpmnet" in args.method:
             from rtvos.models.hub import load_model
@@ -114,10 +118,10 @@ def run(args: argparse.Namespace) -> int:
 
         def factory(label: str) -> Any:
             name, preset = plan[label]
-            return build_method(name, model, args.size, args.device, args.backend, args.mask_resolution,
+            return build_method(name, model, args.size, device, args.backend, args.mask_resolution,
                                 args.matching, flow_preset=preset, propagation=args.propagation)
         runs = run_benchmark(sequences, out, list(plan), args.crf, args.set_name, args.workers,
-                             progress=not args.quiet, method_factory=factory, crf_device=args.device)
+                             progress=not args.quiet, method_factory=factory, crf_device=device)
     summaries = {r.label: run_summary(r, sequences) for r in runs}
     for label, s in summaries.items():
         _print_run(s, label)

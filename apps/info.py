@@ -3,30 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
-import os
-import platform
 from typing import Any
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("info", help="versions, devices, backends and registered models")
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.add_argument("--json", metavar="PATH", nargs="?", const="-", default=None,
+                   help="write the machine-readable result to PATH (no PATH or '-': print it instead of the text)")
     p.set_defaults(func=run)
-
-
-def _version(module: str) -> str | None:
-    try:
-        return str(getattr(importlib.import_module(module), "__version__", "installed"))
-    except Exception:
-        return None
 
 
 def collect() -> dict[str, Any]:
     import torch
 
     import rtvos
+    from rtvos.bench.machine import machine_info, versions
     from rtvos.models.hub import DEFAULT_MODEL, SHIPPED, default_weights_path, shipped_weights_path
 
     devices = ["cpu"]
@@ -39,13 +31,15 @@ def collect() -> dict[str, Any]:
     if torch.cuda.is_available():
         auto["cuda"] = resolve_backend("auto", torch.device("cuda"))
     weights = default_weights_path()
+    machine, vers = machine_info(), versions()  # the same header `rtvos bench` records
     return {
         "rtvos": rtvos.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
+        "python": vers["python"],
+        "platform": machine["platform"],
         "cpu_threads": torch.get_num_threads(),
-        "cpus": os.cpu_count(),
-        "versions": {m: _version(m) for m in ("torch", "torchvision", "numpy", "cv2", "av", "onnxruntime")},
+        "cpus": machine["logical_cores"],
+        "machine": machine,
+        "versions": {k: v for k, v in vers.items() if k not in ("python", "rtvos")},
         "devices": devices,
         "backends": backends,
         "auto_backend": auto,
@@ -57,11 +51,18 @@ def collect() -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     data = collect()
-    if args.json:
-        print(json.dumps(data, indent=2))
-        return 0
+    if args.json is not None:
+        text = json.dumps(data, indent=2)
+        if args.json == "-":
+            print(text)
+            return 0
+        from pathlib import Path
+
+        Path(args.json).write_text(text + "\n", encoding="utf-8")
     print(f"rtvos {data['rtvos']}  (python {data['python']}, {data['platform']})")
-    print(f"cpu threads: {data['cpu_threads']} of {data['cpus']} cpus")
+    m = data["machine"]
+    print(f"cpu threads: {data['cpu_threads']} of {data['cpus']} cpus ({m['cpu']}; {m['usable_cores']} usable, "
+          f"{m['ram_gb']} GB RAM)")
     print("versions: " + ", ".join(f"{k} {v or 'missing'}" for k, v in data["versions"].items()))
     print("devices:  " + ", ".join(data["devices"]))
     print("backends: " + ", ".join(f"{k} ({v})" for k, v in data["backends"].items()))

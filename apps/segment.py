@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from rtvos.backends import backend_names, resolve_device
+
 if TYPE_CHECKING:
     from rtvos import Segmenter
     from rtvos.io import Frame
@@ -40,23 +42,35 @@ def add_parser(sub: Any) -> None:
 
 def add_common_options(p: argparse.ArgumentParser) -> None:
     """First mask, model, viewers and source options shared by segment, webcam and stream."""
+    from rtvos.io.sinks import MASK_VIDEO_MODES
+
     first = p.add_argument_group("first mask (one of; with none, --serve lets you drag a box in the browser)")
     first.add_argument("--mask", help="first-frame mask PNG (palette ids kept, or 0/255)")
-    first.add_argument("--box", metavar="X,Y,W,H", help="object box on the first frame, in pixels (GrabCut)")
+    first.add_argument("--box", metavar="X,Y,W,H", action="append", default=None,
+                       help="object box on the first frame, in pixels (GrabCut); repeat for several objects")
+    first.add_argument("--point", metavar="X,Y[,+|-]", action="append", default=None,
+                       help="a click on the first frame: on an object (x,y or x,y,+) or on background (x,y,-); "
+                            "clicks inside a --box refine it, the others make one more object; repeatable")
     out = p.add_argument_group("outputs and viewers")
-    out.add_argument("--jsonl", metavar="FILE", help="per-frame JSON lines log (timings, latency, object areas)")
+    out.add_argument("--jsonl", metavar="FILE",
+                     help="per-frame JSON lines log (timings, latency, object areas, boxes, COCO RLE masks)")
+    out.add_argument("--mask-video", metavar="FILE", help="also write the masks as an MP4 (see --mask-video-mode)")
+    out.add_argument("--mask-video-mode", choices=MASK_VIDEO_MODES, default="color",
+                     help="color: each object in its palette colour; alpha: a white-on-black matte (default: color)")
+    out.add_argument("--exist-ok", action="store_true",
+                     help="write into an output folder that already holds results (its old frame PNGs are removed)")
     out.add_argument("--show", action="store_true", help="show the overlay in a window (needs a display)")
     out.add_argument("--serve", metavar="HOST:PORT",
                      help="live view in the browser (MJPEG), e.g. 127.0.0.1:8080 or :8080 (port 0: any free port)")
     model = p.add_argument_group("model")
     model.add_argument("--model", default="default", help="'default', a registered model name, or a checkpoint path")
     model.add_argument("--size", type=int, default=None, help="model input size S, multiple of 64 (default: model's)")
-    model.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
+    model.add_argument("--device", default="auto", help="torch device: auto (CUDA when usable, else cpu), cpu or cuda:N")
     model.add_argument("--threads", type=int, default=None,
                        help="torch CPU threads (default: torch's choice; 1 can be faster on a busy 2-core machine)")
     model.add_argument("--mask-resolution", choices=("full", "model"), default="full",
                        help="propagate masks at frame resolution (default) or at S/4 as in the paper")
-    model.add_argument("--backend", default="auto", choices=("auto", "eager", "compile", "onnx", "tensorrt"),
+    model.add_argument("--backend", default="auto", choices=backend_names(),
                        help="what runs the network: auto = ONNX Runtime on CPU, eager on GPU (default: auto)")
     model.add_argument("--precision", default="fp32", choices=("fp32", "fp16"), help="network precision")
     src = p.add_argument_group("source")
@@ -69,7 +83,7 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
 
 def sample_paths() -> tuple[Path, Path]:
     """The shipped sample clip and its first-frame mask (one definition, in the library)."""
-    from rtvos.bench import sample_clip_paths
+    from rtvos.data.sample import sample_clip_paths
 
     return sample_clip_paths()
 
@@ -95,6 +109,8 @@ class Outputs:
     video: Path | None = None
     masks: Path | None = None
     jsonl: Path | None = None
+    mask_video: Path | None = None
+    mask_video_mode: str = "color"
     show: bool = False
     serve: tuple[str, int] | None = None
 
@@ -118,7 +134,7 @@ def load_segmenter(args: argparse.Namespace) -> Segmenter:
     if any(issubclass(w.category, RandomWeightsWarning) for w in caught) or not model.meta.get("trained"):
         print("!" * 100 + f"\n!! WARNING: {model.meta.get('source')}: the model is NOT TRAINED; masks are "
               "meaningless (plumbing only).\n" + "!" * 100, file=sys.stderr)
-    seg = rtvos.Segmenter(model, size=args.size, device=torch.device(args.device),
+    seg = rtvos.Segmenter(model, size=args.size, device=resolve_device(args.device),
                           mask_resolution=args.mask_resolution, backend=args.backend, precision=args.precision)
     if not getattr(args, "quiet", False):
         from rtvos.backends import resolve_backend
@@ -147,22 +163,26 @@ def run_stream(
     *,
     mask_path: Path | None = None,
 ) -> int:
-    """Open the source, resolve the first mask, run the pipeline into ``outputs``, print the summary.
+    """Open the source, check the prompt and outputs, run `rtvos.track` into ``outputs``, print the summary.
 
     ``outputs`` may be a function of the opened source (the default folder is named after it). Cheap checks
-    (box syntax, display, address, mask file) come before the source is opened and the model loaded.
+    (box syntax, display, address, mask file, output folders) come before the model loads.
     """
-    from rtvos.io import DAVIS_PALETTE, InputError, open_source, read_mask
-    from rtvos.io.prompt import parse_box
-    from rtvos.pipeline import Pipeline, PipelineConfig
+    import rtvos
+    from rtvos.io import DAVIS_PALETTE, InputError, open_source, read_mask, redact_url
+    from rtvos.io.masks import check_mask_size
+    from rtvos.io.prompt import parse_box, parse_point
 
     mask_path = mask_path or (Path(args.mask) if args.mask else None)
     if args.max_frames is not None and args.max_frames < 1:
         raise InputError(f"--max-frames must be >= 1, got {args.max_frames}")
-    if mask_path is not None and args.box:
-        raise InputError("give either --mask or --box, not both")
-    if args.box:
-        parse_box(args.box)  # syntax now; the frame bounds once the first frame is in hand
+    boxes, points = list(args.box or ()), list(getattr(args, "point", None) or ())
+    if mask_path is not None and (boxes or points):
+        raise InputError("give either --mask or --box/--point, not both")
+    for b in boxes:
+        parse_box(b)  # syntax now; the frame bounds once the first frame is in hand
+    for pt in points:
+        parse_point(pt)
     first_mask: np.ndarray | None = None
     palette = DAVIS_PALETTE.copy()
     if mask_path is not None:
@@ -173,22 +193,25 @@ def run_stream(
     view: Any = None
     try:
         outs = outputs(src) if callable(outputs) else outputs
-        if first_mask is None and not args.box and outs.serve is None:
+        if first_mask is None and not boxes and not points and outs.serve is None:
             raise InputError("a first mask is needed when a SOURCE is given: --mask FIRST.png, --box X,Y,W,H, "
-                             "or --serve to drag a box in the browser")
+                             "--point X,Y, or --serve to drag a box in the browser")
         if outs.show:
             from rtvos.io.sinks import WindowSink
 
             WindowSink.check_display()
         size = tuple(src.size)
-        if first_mask is not None and size[0] > 0 and first_mask.shape != size:
-            raise InputError(_mask_size_error(mask_path, first_mask, source, size))
+        if first_mask is not None and size[0] > 0:
+            check_mask_size(first_mask, size, f"mask {mask_path}", redact_url(str(source)))
         if first_mask is not None and not first_mask.any():  # would run to the end with empty output
             raise InputError(f"first mask {mask_path} has no object: every pixel is 0 (background)")
         # Everything checkable is checked before the model loads (seconds) and before any folder is made.
-        if args.box and size[0] > 0:
-            parse_box(args.box, size)  # bounds against the source's frame size
-        _check_output_paths(outs)
+        if size[0] > 0:
+            for b in boxes:
+                parse_box(b, size)  # bounds against the source's frame size
+            for pt in points:
+                parse_point(pt, size)
+        _check_output_paths(outs, exist_ok=bool(getattr(args, "exist_ok", False)))
 
         seg = load_segmenter(args)
         if outs.serve is not None:
@@ -199,13 +222,18 @@ def run_stream(
             print(f"rtvos {cmd}: {view.describe()}", file=sys.stderr, flush=True)
         sinks = _build_sinks(outs, palette, view, src)
         provider = _first_mask_provider(cmd, args, first_mask, mask_path, source, view)
-        config = PipelineConfig(max_frames=args.max_frames, progress="off" if args.quiet else "auto",
-                                drop_stale=False if args.policy == "block" else None)
-        pipe = Pipeline(src, seg, sinks, provider, palette=palette, config=config)
+        tracking = rtvos.track(src, mask=provider, model=seg, sinks=sinks, max_frames=args.max_frames,
+                               policy=args.policy, progress="off" if args.quiet else "auto", palette=palette)
+        if view is not None:
+            from rtvos.io.prompt import prompts_to_mask
+
+            view.on_reanchor = lambda boxes: tracking.pipeline.reanchor(lambda f: prompts_to_mask(f.image, boxes))
         try:
-            summary = pipe.run()
+            for _ in tracking:
+                pass
+            summary = tracking.summary()
         except BaseException:
-            done = pipe.summary().frames
+            done = tracking.summary().frames
             if done:  # what was really kept, sink by sink (an MP4 that could not be finalised says so)
                 kept = "; ".join(line for sk in sinks if sk.name != "live" and (line := sk.describe()))
                 print(f"rtvos {cmd}: {done} frame(s) processed before stopping; {kept or 'no file outputs'}",
@@ -221,30 +249,29 @@ def run_stream(
             return 0
         raise InputError(f"no frames decoded from {src.name}")
     s = seg.size
-    print(summary.describe() + f"\nmodel: input {s[0]}x{s[1]} (short side {seg.size_spec}), {args.device}")
+    print(summary.describe() + f"\nmodel: input {s[0]}x{s[1]} (short side {seg.size_spec}), {seg.device}")
     for sink in sinks:
         if sink.name != "live" and (line := sink.describe()):
             print(line)
     return 0
 
 
-def _mask_size_error(path: Path | None, mask: np.ndarray, source: Any, size: tuple[int, ...]) -> str:
-    from rtvos.io import redact_url
-
-    return (f"mask {path} is {mask.shape[1]}x{mask.shape[0]} but the frames of {redact_url(str(source))} are "
-            f"{size[1]}x{size[0]}")
-
-
-def _check_output_paths(outs: Outputs) -> None:
-    """Each output must be creatable: its nearest existing ancestor is a writable folder (nothing is made)."""
+def _check_output_paths(outs: Outputs, exist_ok: bool = False) -> None:
+    """Each output must be creatable: its nearest existing ancestor is a writable folder (nothing is made); a
+    mask folder that already holds results is refused unless ``exist_ok``."""
     from rtvos.io import InputError
+    from rtvos.io.sinks import check_output_folder
 
-    for path in (outs.video, outs.masks, outs.jsonl):
+    if outs.masks is not None:
+        check_output_folder(outs.masks, exist_ok)
+    for path in (outs.video, outs.masks, outs.jsonl, outs.mask_video):
         if path is None:
             continue
         probe = Path(path).absolute()
-        if probe.exists() and path in (outs.video, outs.jsonl) and probe.is_dir():
+        if probe.exists() and path in (outs.video, outs.jsonl, outs.mask_video) and probe.is_dir():
             raise InputError(f"output {path} is a folder, expected a file path")
+        if probe.is_file() and path is not outs.masks:  # an earlier run's file: replaced (its folder must be writable)
+            probe = probe.parent
         while not probe.exists():
             probe = probe.parent
         if not probe.is_dir():
@@ -254,7 +281,7 @@ def _check_output_paths(outs: Outputs) -> None:
 
 
 def _build_sinks(outs: Outputs, palette: np.ndarray, view: Any, src: Any) -> list[Sink]:
-    from rtvos.io.sinks import JsonlSink, LiveViewSink, MaskSink, VideoSink, WindowSink
+    from rtvos.io.sinks import JsonlSink, LiveViewSink, MaskSink, MaskVideoSink, VideoSink, WindowSink
 
     sinks: list[Sink] = []
     # Viewers first: they are what a person watches, so they get each frame before the encoders.
@@ -266,6 +293,8 @@ def _build_sinks(outs: Outputs, palette: np.ndarray, view: Any, src: Any) -> lis
         sinks.append(MaskSink(outs.masks, palette))
     if outs.video is not None:
         sinks.append(VideoSink(outs.video))
+    if outs.mask_video is not None:
+        sinks.append(MaskVideoSink(outs.mask_video, outs.mask_video_mode))
     if outs.jsonl is not None:
         sinks.append(JsonlSink(outs.jsonl))
     return sinks
@@ -275,32 +304,36 @@ def _first_mask_provider(
     cmd: str, args: argparse.Namespace, mask: np.ndarray | None, mask_path: Path | None, source: Any, view: Any
 ) -> Callable[[Frame], np.ndarray]:
     """The first mask as a function of the first frame: live sources only know that frame once it arrives."""
-    from rtvos.io import InputError
-    from rtvos.io.prompt import box_to_mask, parse_box
+    from rtvos.io import InputError, redact_url
+    from rtvos.io.masks import check_mask_size
+    from rtvos.io.prompt import parse_box, parse_point, prompts_to_mask
 
     def from_file(frame: Frame) -> np.ndarray:
         assert mask is not None
-        if mask.shape != frame.image.shape[:2]:
-            raise InputError(_mask_size_error(mask_path, mask, source, frame.image.shape[:2]))
+        check_mask_size(mask, frame.image.shape[:2], f"mask {mask_path}", redact_url(str(source)))
         return mask
 
-    def from_box(frame: Frame) -> np.ndarray:
-        return box_to_mask(frame.image, parse_box(args.box, frame.image.shape[:2]))
+    def from_prompts(frame: Frame) -> np.ndarray:
+        hw = frame.image.shape[:2]
+        boxes = [parse_box(b, hw) for b in args.box or ()]
+        points = [parse_point(p, hw) for p in getattr(args, "point", None) or ()]
+        return prompts_to_mask(frame.image, boxes, points)
 
     def from_browser(frame: Frame) -> np.ndarray:
         view.request_box(frame.image)
-        print(f"rtvos {cmd}: drag a box around the object at {view.url} (Ctrl-C to quit)",
+        print(f"rtvos {cmd}: drag a box around each object at {view.url}, then start (Ctrl-C to quit)",
               file=sys.stderr, flush=True)
-        while (box := view.wait_box(timeout=0.5)) is None:
+        while (boxes := view.wait_boxes(timeout=0.5)) is None:
             if view.closed:
                 raise InputError("the live view closed before a box was drawn")
-        print(f"rtvos {cmd}: box {','.join(map(str, box))}, segmenting", file=sys.stderr, flush=True)
-        return box_to_mask(frame.image, box)
+        print(f"rtvos {cmd}: {len(boxes)} object(s) {'; '.join(','.join(map(str, b)) for b in boxes)}, segmenting",
+              file=sys.stderr, flush=True)
+        return prompts_to_mask(frame.image, boxes)
 
     if mask is not None:
         return from_file
-    if args.box:
-        return from_box
+    if args.box or getattr(args, "point", None):
+        return from_prompts
     return from_browser
 
 
@@ -311,14 +344,14 @@ def run(args: argparse.Namespace) -> int:
     if args.source is None:
         source: str | int | Path
         source, sample_mask = sample_paths()
-        if mask_path is None and not args.box:
+        if mask_path is None and not args.box and not args.point:
             mask_path = sample_mask
         print(f"rtvos segment: no source given, using the shipped sample clip {source}", file=sys.stderr)
     else:
         source = source_spec(args.source)
-        if mask_path is None and not args.box and args.serve is None:
-            raise InputError("--mask FIRST.png (or --box X,Y,W,H, or --serve to draw a box) is required "
-                             "when a SOURCE is given")
+        if mask_path is None and not args.box and not args.point and args.serve is None:
+            raise InputError("--mask FIRST.png (or --box X,Y,W,H, --point X,Y, or --serve to draw a box) is "
+                             "required when a SOURCE is given")
     serve = parse_serve(args.serve) if args.serve is not None else None
 
     def outputs(src: Any) -> Outputs:
@@ -327,6 +360,8 @@ def run(args: argparse.Namespace) -> int:
             video=None if args.no_video else out / "overlay.mp4",
             masks=None if args.no_masks else out,
             jsonl=Path(args.jsonl) if args.jsonl else None,
+            mask_video=Path(args.mask_video) if args.mask_video else None,
+            mask_video_mode=args.mask_video_mode,
             show=args.show,
             serve=serve,
         )

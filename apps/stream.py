@@ -42,7 +42,7 @@ def live_outputs(cmd: str, args: argparse.Namespace, *, prefer_window: bool) -> 
 
     serve = parse_serve(args.serve) if args.serve is not None else None
     show = bool(args.show)
-    has_mask = bool(args.mask or args.box)
+    has_mask = bool(args.mask or args.box or args.point)
     files = bool(args.out or args.masks or args.jsonl)
     if not show and serve is None:
         if not has_mask:

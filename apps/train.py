@@ -1,12 +1,14 @@
 """`rtvos train DATA [DATA ...] --out DIR`: self-supervised RPM-Net training (paper recipe by default).
 
-Multi-process: `torchrun --nproc_per_node N -m apps.cli train ...` (gloo on CPU, nccl on CUDA).
+Multi-process: `torchrun --nproc_per_node N -m rtvos train ...` (gloo on CPU, nccl on CUDA).
 """
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
+
+from rtvos.backends import resolve_device
 
 
 def add_parser(sub: Any) -> None:
@@ -29,7 +31,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--exclude", nargs="+", default=[], metavar="SUBSTR",
                    help="skip clips whose path contains any of these substrings (e.g. DAVIS val names)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    p.add_argument("--device", default="auto", help="torch device: auto (CUDA when usable, else cpu), cpu or cuda")
     p.add_argument("--cache-mb", type=int, default=1024, help="per-worker decoded-video cache (default 1024)")
     p.add_argument("--stop-at", type=int, default=None, metavar="STEP",
                    help="end this run after STEP (checkpointed), keeping the --iters schedule; continue with --resume")
@@ -57,14 +59,14 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from training import TrainConfig, train
+    from rtvos.training import TrainConfig, train
 
     cfg = TrainConfig(
         data=list(args.data), out=args.out, model=args.model, matching=args.matching, size=args.size,
         batch=args.batch, iters=args.iters, lr=args.lr, gap=args.gap,
         gap_range=tuple(args.gap_range) if args.gap_range else None, workers=args.workers,
         ckpt_every=args.ckpt_every, log_every=args.log_every, resume=args.resume, exclude=list(args.exclude),
-        seed=args.seed, device=args.device, cache_mb=args.cache_mb, quiet=args.quiet, stop_at=args.stop_at,
+        seed=args.seed, device=str(resolve_device(args.device)), cache_mb=args.cache_mb, quiet=args.quiet, stop_at=args.stop_at,
         teacher=args.teacher, teacher_weight=args.teacher_weight, teacher_preset=args.teacher_preset,
         teacher_fb=args.teacher_fb, teacher_loss=args.teacher_loss, color=args.color, optim=args.optim, val_root=args.val_root, val_set=args.val_set,
         val_dataset=args.val_dataset, val_every=args.val_every, val_size=args.val_size,

@@ -47,9 +47,9 @@ def _clip_run(seg: Segmenter, clip: Any) -> tuple[list[np.ndarray], list[torch.T
 
 
 def time_steps(backend: Any, size: int, device: torch.device, warmup: int, steps: int) -> list[float]:
-    """Backend step alone: CUDA events on a GPU, perf_counter_ns on CPU (rtvos.bench.StepTimer)."""
+    """Backend step alone: CUDA events on a GPU, perf_counter_ns on CPU (rtvos.stats.Timer.time)."""
     x = torch.rand(1, 3, size, size, device=device)
-    timer = rb.StepTimer(device)
+    timer = rb.Timer(device)
     with torch.inference_mode():
         prev = backend.embed(x)
         for _ in range(warmup):

@@ -26,7 +26,7 @@ def bench(name: str, size: int, steps: int, warmup: int, height: int, width: int
     clip = make_synthetic_clip(num_frames=8, height=height, width=width, num_objects=2, seed=0)
     segs = {c: rtvos.Segmenter(model, size=size, cache_embeddings=c) for c in (True, False)}
     times: dict[bool, list[float]] = {True: [], False: []}
-    timer = rb.StepTimer(torch.device("cpu"))
+    timer = rb.Timer(torch.device("cpu"))
     for seg in segs.values():
         seg.step(clip.frames[0], clip.masks[0])
     for i in range(warmup + steps):

@@ -97,7 +97,7 @@ def run_app(url: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     log, out = tmp / "stream.jsonl", tmp / "overlay.mp4"
     w, h = (int(v) for v in args.size.split("x"))
     x, y, bw, bh = _box(w, h)
-    cmd = [sys.executable, "-m", "apps.cli", "stream", url, "--box", f"{x},{y},{bw},{bh}",
+    cmd = [sys.executable, "-m", "rtvos", "stream", url, "--box", f"{x},{y},{bw},{bh}",
            "--jsonl", str(log), "--out", str(out), "--max-frames", str(args.frames), "--quiet",
            "--model", args.model, "--device", args.device, "--policy", args.policy, "--transport", args.transport]
     if args.model_size:

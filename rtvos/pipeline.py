@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import random
 import sys
 import threading
 import time
@@ -27,9 +26,10 @@ from typing import Any, Literal
 import numpy as np
 
 from .io.base import Frame, FrameSource, InputError
-from .io.masks import DAVIS_PALETTE
+from .io.masks import DAVIS_PALETTE, check_mask_size
 from .io.sinks import SegmentedFrame, Sink, StopPipeline, StreamInfo
 from .segmenter import Segmenter
+from .stats import Reservoir, Timer
 
 __all__ = [
     "FirstMask",
@@ -68,6 +68,7 @@ class PipelineConfig:
     status_every_s: float = 5.0
     stats_capacity: int = 2048
     poll_s: float = 0.1
+    threaded: bool = True  # False: decode, step and every sink on the calling thread, one frame at a time
 
     def __post_init__(self) -> None:
         if self.max_frames is not None and self.max_frames < 1:
@@ -79,35 +80,6 @@ class PipelineConfig:
             raise ValueError(f"progress must be auto, bar, status or off, got {self.progress!r}")
         if self.status_every_s <= 0 or self.poll_s <= 0:
             raise ValueError("status_every_s and poll_s must be > 0")
-
-
-class Reservoir:
-    """A uniform sample of at most ``capacity`` values from a stream of any length (Vitter's algorithm R).
-
-    Percentiles of the sample estimate those of the whole run in constant memory.
-    """
-
-    def __init__(self, capacity: int, seed: int = 0) -> None:
-        self.capacity = int(capacity)
-        self._values = np.empty(self.capacity, dtype=np.float64)
-        self._rng = random.Random(seed)
-        self.count = 0  # values offered so far
-
-    def add(self, value: float) -> None:
-        if self.count < self.capacity:
-            self._values[self.count] = value
-        else:
-            j = self._rng.randrange(self.count + 1)
-            if j < self.capacity:
-                self._values[j] = value
-        self.count += 1
-
-    def __len__(self) -> int:
-        return min(self.count, self.capacity)
-
-    def percentile(self, q: float) -> float | None:
-        n = len(self)
-        return float(np.percentile(self._values[:n], q)) if n else None
 
 
 _STAGE_ORDER = {k: i for i, k in enumerate(
@@ -126,6 +98,8 @@ class RunStats:
         self.step_ms = Reservoir(capacity, seed + 1)
         self.stage_sum_ms: dict[str, float] = {}
         self.stage_count: dict[str, int] = {}
+        self.stage_res: dict[str, Reservoir] = {}  # per-stage sample, for percentiles (rtvos bench)
+        self._capacity, self._seed = capacity, seed
         self.recent: deque[float] = deque(maxlen=self.RECENT)
         self.last_latency_ms: float | None = None
         self.dropped = 0
@@ -147,6 +121,10 @@ class RunStats:
             for key, ms in item.stages_ms.items():
                 self.stage_sum_ms[key] = self.stage_sum_ms.get(key, 0.0) + ms
                 self.stage_count[key] = self.stage_count.get(key, 0) + 1
+                res = self.stage_res.get(key)
+                if res is None:
+                    res = self.stage_res[key] = Reservoir(self._capacity, self._seed + 2 + len(self.stage_res))
+                res.add(ms)
             self.recent.append(now)
             self.dropped = max(self.dropped, item.dropped)
             self.first_out = now if self.first_out is None else self.first_out
@@ -186,6 +164,19 @@ class RunStats:
             keys = sorted((k for k, n in self.stage_count.items() if 2 * n >= self.frames),
                           key=lambda k: _STAGE_ORDER.get(k, len(_STAGE_ORDER)))
             return {k: self.stage_sum_ms[k] / self.stage_count[k] for k in keys}
+
+    def stage_percentiles(self, qs: Sequence[float] = (50, 95, 99)) -> dict[str, dict[str, float]]:
+        """Per stage (same selection and order as :meth:`stage_means`): mean and the ``qs`` percentiles in ms,
+        as ``{"mean_ms": .., "p50_ms": .., ...}``, estimated from each stage's reservoir sample."""
+        means = self.stage_means()
+        with self._lock:
+            out: dict[str, dict[str, float]] = {}
+            for k, mean in means.items():
+                row = {"n": float(self.stage_count[k]), "mean_ms": mean}
+                for q in qs:
+                    row[f"p{q:g}_ms"] = self.stage_res[k].percentile(q) or 0.0
+                out[k] = row
+            return out
 
 
 @dataclass(frozen=True)
@@ -285,6 +276,9 @@ class Pipeline:
         self._interrupted = False
         self._ran = False
         self._base = {"dropped": 0, "reconnects": 0}
+        self._inline_it: Iterator[Frame] | None = None
+        self._reanchor: FirstMask | None = None
+        self._reanchor_lock = threading.Lock()
 
     # -- public ----------------------------------------------------------------------------------------------
     def stop(self, reason: str = "stopped") -> None:
@@ -320,6 +314,17 @@ class Pipeline:
         )
 
     def run(self) -> PipelineSummary:
+        """Run to the end (or a stop) and return the summary."""
+        for _ in self.frames():
+            pass
+        return self.summary()
+
+    def frames(self) -> Iterator[SegmentedFrame]:
+        """Run, yielding each segmented frame on the calling thread as soon as it is handed to the sinks.
+
+        Closing the generator early (``break`` in a for loop) ends the run like :meth:`stop`: the source is
+        closed and every sink flushed before ``close()`` returns. :meth:`summary` stays valid afterwards.
+        """
         if self._ran:
             raise RuntimeError("a Pipeline runs once; build a new one for another run")
         self._ran = True
@@ -333,20 +338,28 @@ class Pipeline:
             is_live=self.is_live,
             palette=self.palette,
         )
+        threaded = self.config.threaded
         writer = threading.Thread(target=self._write_loop, args=(info,), name="rtvos-writer", daemon=True)
         reader = threading.Thread(target=self._read_loop, name="rtvos-reader", daemon=True)
         failure: BaseException | None = None
         progress = _Progress(self.config, self.source, self.is_live, self)
         try:
-            writer.start()
-            # Sinks open first: a bad output path fails before anything is decoded or a user draws a box.
-            while not self._writer_ready.wait(self.config.poll_s):
-                pass
-            self._check_writer()
+            if threaded:
+                writer.start()
+                # Sinks open first: a bad output path fails before anything is decoded or a user draws a box.
+                while not self._writer_ready.wait(self.config.poll_s):
+                    pass
+                self._check_writer()
+            else:
+                self._open_sinks(info)
             if info.size[0] > 0 and info.size[1] > 0:  # build/export the backend for this input shape now,
                 self.segmenter.prepare(info.size)  # not inside the first timed step
-            reader.start()
-            self._main_loop(progress)
+            if threaded:
+                reader.start()
+            yield from self._main_loop(progress)
+        except GeneratorExit:  # the caller stopped iterating: a normal, early end
+            self._interrupted = True
+            self._stop_reason = self._stop_reason or "closed by the caller"
         except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM turned into one by the CLI (a subclass named so)
             self._interrupted = True
             self._stop_reason = self._stop_reason or ("SIGTERM" if type(e).__name__ == "_Terminated" else "Ctrl-C")
@@ -356,17 +369,19 @@ class Pipeline:
             failure = err
         finally:
             progress.close()
-            self._shutdown_reader(reader)
-            self._finish_writer(writer)
+            if threaded:
+                self._shutdown_reader(reader)
+                self._finish_writer(writer)
+            else:
+                self._close_inline()
             self._t_end = time.perf_counter() if self._t_end is None else self._t_end
         if failure is None and self._writer_error is not None:
             failure = self._writer_error
         if failure is not None:
             raise failure
-        return self.summary()
 
     # -- main thread -----------------------------------------------------------------------------------------
-    def _main_loop(self, progress: _Progress) -> None:
+    def _main_loop(self, progress: _Progress) -> Iterator[SegmentedFrame]:
         seg = self.segmenter
         limit = self.config.max_frames
         n = 0
@@ -380,7 +395,7 @@ class Pipeline:
                     raise item.error
                 return
             frame = item.frame
-            mask = self._resolve_first_mask(frame) if n == 0 else None
+            mask = self._resolve_first_mask(frame) if n == 0 else self._take_reanchor(frame)
             if n == 0:
                 self._t_first = time.perf_counter()
             res = seg.step(frame.image, mask)
@@ -397,19 +412,34 @@ class Pipeline:
                 dropped=item.dropped + self.pipeline_dropped,
                 stages_ms=stages,
             )
-            self._put_output(out)
+            if self.config.threaded:
+                self._put_output(out)
+            else:
+                self._write_one(out)
             n += 1
             progress.update(n)
+            yield out
         self._stop_reason = self._stop_reason or f"max_frames={limit}"
 
-    def _resolve_first_mask(self, frame: Frame) -> np.ndarray:
-        mask = self.first_mask(frame) if callable(self.first_mask) else self.first_mask
+    def reanchor(self, mask: FirstMask) -> None:
+        """Replace the propagated mask with ``mask`` (an id array or a function of the frame, e.g. boxes drawn
+        on the live view) at the next frame; thread-safe. A mask that fails its checks ends the run like a bad
+        first mask would."""
+        with self._reanchor_lock:
+            self._reanchor = mask
+
+    def _take_reanchor(self, frame: Frame) -> np.ndarray | None:
+        with self._reanchor_lock:
+            pending, self._reanchor = self._reanchor, None
+        if pending is None:
+            return None
+        return self._resolve_first_mask(frame, pending)
+
+    def _resolve_first_mask(self, frame: Frame, given: FirstMask | None = None) -> np.ndarray:
+        given = self.first_mask if given is None else given
+        mask = given(frame) if callable(given) else given
         mask = np.asarray(mask)
-        h, w = frame.image.shape[:2]
-        if mask.shape != (h, w):
-            got = f"{mask.shape[1]}x{mask.shape[0]}" if mask.ndim == 2 else f"shape {mask.shape}"
-            raise InputError(f"first mask is {got} but the frames of {self.source.name} "
-                             f"are {w}x{h}")
+        check_mask_size(mask, frame.image.shape[:2], "first mask", str(self.source.name))
         if mask.dtype != np.uint8:
             if mask.dtype.kind not in "biu" or (mask.size and (mask.min() < 0 or mask.max() > 255)):
                 raise InputError(f"first mask must hold object ids 0..255, got dtype {mask.dtype}")
@@ -424,6 +454,8 @@ class Pipeline:
             raise _WriterStopped()
 
     def _next_input(self, progress: _Progress) -> _Decoded | _End:
+        if not self.config.threaded:
+            return self._read_inline()
         while True:
             self._check_writer()
             try:
@@ -432,6 +464,23 @@ class Pipeline:
                 progress.update(None)
                 continue
             return item
+
+    def _read_inline(self) -> _Decoded | _End:
+        """Sequential mode: decode on the calling thread (no overlap; what a latency measurement wants)."""
+        self._check_writer()
+        if self._inline_it is None:
+            self._inline_it = iter(self.source)
+        clock = Timer()  # decode runs on the host: no device sync
+        clock.start()
+        try:
+            frame = next(self._inline_it)
+        except StopIteration:
+            return _End()
+        decode_ms = clock.lap("decode")
+        src = self._source_stats()
+        self.stats.reconnects = src["reconnects"]
+        captured = frame.captured_s
+        return _Decoded(frame, time.time() if captured is None else float(captured), decode_ms, src["dropped"])
 
     def _put_output(self, item: SegmentedFrame) -> None:
         while True:
@@ -458,14 +507,15 @@ class Pipeline:
             it = iter(self.source)
             limit = None if self.drop_stale else self.config.max_frames
             read = 0
+            clock = Timer()  # decode runs on the host: no device sync
             while not self._stop_reader.is_set() and (limit is None or read < limit):
-                t = time.perf_counter()
+                clock.start()
                 try:
                     frame = next(it)
                 except StopIteration:
                     break
-                decode_ms = (time.perf_counter() - t) * 1e3
-                captured = getattr(frame, "captured_s", None)
+                decode_ms = clock.lap("decode")
+                captured = frame.captured_s
                 src = self._source_stats()
                 self.stats.reconnects = src["reconnects"]
                 item = _Decoded(frame, time.time() if captured is None else float(captured), decode_ms,
@@ -533,38 +583,59 @@ class Pipeline:
             log.warning("rtvos: closing %s: %s", self.source.name, err)
 
     # -- writer thread ---------------------------------------------------------------------------------------
+    def _open_sinks(self, info: StreamInfo) -> None:
+        self._opened: list[Sink] = []
+        for sink in self.sinks:
+            sink.open(info)
+            self._opened.append(sink)
+        self._active = [s for s in self._opened if not s.runs_last]
+        self._last = [s for s in self._opened if s.runs_last]
+
+    def _write_one(self, item: SegmentedFrame) -> None:
+        """Every sink in turn (viewers and encoders, then the ``runs_last`` ones such as the log)."""
+        item.live = self.stats.live()
+        for sink in list(self._active):
+            try:
+                sink.write(item)
+            except StopPipeline as stop:
+                # Keep flushing the frames already segmented into the other sinks, then end normally.
+                self._active.remove(sink)
+                self.stop(str(stop) or f"{sink.name} asked to stop")
+        item.output_s = time.time()
+        for sink in self._last:
+            sink.write(item)
+        self.stats.record(item)
+
+    def _close_sinks(self) -> None:
+        for sink in getattr(self, "_opened", []):
+            try:
+                sink.close()
+            except BaseException as err:
+                if self._writer_error is None:
+                    self._writer_error = err
+
     def _write_loop(self, info: StreamInfo) -> None:
-        opened: list[Sink] = []
         try:
-            for sink in self.sinks:
-                sink.open(info)
-                opened.append(sink)
+            self._open_sinks(info)
             self._writer_ready.set()
-            active = [s for s in opened if not s.runs_last]
-            last = [s for s in opened if s.runs_last]
             while (item := self.outq.get()) is not None:
-                item.live = self.stats.live()
-                for sink in list(active):
-                    try:
-                        sink.write(item)
-                    except StopPipeline as stop:
-                        # Keep flushing the frames already segmented into the other sinks, then end normally.
-                        active.remove(sink)
-                        self.stop(str(stop) or f"{sink.name} asked to stop")
-                item.output_s = time.time()
-                for sink in last:
-                    sink.write(item)
-                self.stats.record(item)
+                self._write_one(item)
         except BaseException as err:
             self._writer_error = err
         finally:
             self._writer_ready.set()
-            for sink in opened:
-                try:
-                    sink.close()
-                except BaseException as err:
-                    if self._writer_error is None:
-                        self._writer_error = err
+            self._close_sinks()
+
+    def _close_inline(self) -> None:
+        """Sequential mode's teardown: the source iterator, the source, then the sinks (same thread)."""
+        close = getattr(self._inline_it, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception as err:
+                log.debug("closing the source iterator: %s", err)
+        self._close_source()
+        self._close_sinks()
 
     def _finish_writer(self, writer: threading.Thread) -> None:
         if writer.ident is None:

@@ -6,9 +6,9 @@ mask at t−1, the object ids) lives in a typed `SegmenterState`, so one model c
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import cast
 
 import cv2
 import numpy as np
@@ -19,6 +19,7 @@ from torch import Tensor
 from .backends import Backend, create_backend
 from .flow import FLOW_PRESETS, DISFlow, field_to_grid, to_gray
 from .models.rpmnet import SIZE_MULTIPLE, RPMNet, resize_flow, warp
+from .stats import Timer
 
 __all__ = ["Segmenter", "SegmenterState", "StepResult", "to_model_input", "propagate_labels", "propagate_scores",
            "model_input_size", "DEFAULT_SIZE", "PROPAGATION_MODES"]
@@ -114,7 +115,7 @@ def propagate_labels(labels: Tensor, flow: Tensor, num_classes: int, mask_resolu
     """Reference propagation in PyTorch (any device): one-hot → D4 warp → argmax."""
     onehot = F.one_hot(labels.long(), num_classes).permute(2, 0, 1).unsqueeze(0).float()
     if mask_resolution == "full":
-        scores = warp(onehot, resize_flow(flow, tuple(labels.shape)))
+        scores = warp(onehot, resize_flow(flow, cast("tuple[int, int]", tuple(labels.shape))))
     else:
         small = F.interpolate(onehot, size=flow.shape[-2:], mode="area")
         scores = F.interpolate(warp(small, flow), size=labels.shape, mode="bilinear", align_corners=False)
@@ -192,11 +193,12 @@ class RemapPropagator:
             if best is None:
                 best, idx = score, np.zeros((h, w), np.uint8)
                 continue
+            assert idx is not None  # set together with best on the first class
             better = score > best  # strict: ties keep the lower index, as argmax does
             idx[better] = k
             np.maximum(best, score, out=best)
         # All-zero scores (sampled outside the image) keep index 0, the background, as in the reference.
-        return idx
+        return cast(np.ndarray, idx)
 
     @staticmethod
     def soft(scores: np.ndarray, maps: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
@@ -248,7 +250,7 @@ class Segmenter:
         self.device = torch.device(device)
         self.model = model.eval().to(self.device) if model is not None else None
         # None: the size the checkpoint was trained at (recorded in its meta), else the paper's 512.
-        spec = size if size is not None else (int(model.meta.get("size", DEFAULT_SIZE)) if model else DEFAULT_SIZE)
+        spec = size if size is not None else (int(cast(int, model.meta.get("size", DEFAULT_SIZE))) if model else DEFAULT_SIZE)
         self.size_spec = _check_size_spec(spec)
         from .backends import AUTO, list_backends
 
@@ -331,7 +333,7 @@ class Segmenter:
             )
         st = self.state
         timings: dict[str, float] = {}
-        clock = _Clock(timings, self.sync_timings, self.device)
+        clock = Timer(self.device, sync=self.sync_timings, laps=timings)
         h, w = frame.shape[:2]
 
         gray = to_gray(frame) if self._dis is not None else None
@@ -339,7 +341,7 @@ class Segmenter:
         if mask is None and self._dis is not None and self.model is not None:  # DIS beside the embedding
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(1, thread_name_prefix="rtvos-dis")
-            pending = self._pool.submit(self._dis, gray, st.prev_gray)
+            pending = self._pool.submit(self._dis, cast(np.ndarray, gray), cast(np.ndarray, st.prev_gray))
         x = None
         if self.model is not None:
             backend = self.prepare((h, w))
@@ -348,7 +350,10 @@ class Segmenter:
 
         flow = None
         if mask is not None:
-            emb = backend.embed(x) if self.model is not None else None
+            emb = None
+            if self.model is not None:
+                assert backend is not None and x is not None  # both set above whenever there is a model
+                emb = backend.embed(x)
             clock.lap("embed")
             labels, ids = self._labels_from_mask(mask)
             st.object_ids, st.labels, st.frame_size = ids, labels, frame.shape[:2]
@@ -361,7 +366,8 @@ class Segmenter:
                 clock.lap("flow")
                 emb = None
             else:
-                prev = st.prev_embedding if self.cache_embeddings else backend.embed(st.prev_input)
+                assert backend is not None and x is not None  # both set above whenever there is a model
+                prev = cast(Tensor, st.prev_embedding if self.cache_embeddings else backend.embed(cast(Tensor, st.prev_input)))
                 prior = None
                 if pending is not None or not backend.fused:
                     emb = backend.embed(x)
@@ -369,13 +375,14 @@ class Segmenter:
                     if pending is not None:
                         dis_field = pending.result()
                         clock.lap("flow")
-                        prior = self._field_to_grid(dis_field, emb.shape[-2:])
+                        prior = self._field_to_grid(dis_field, cast("tuple[int, int]", emb.shape[-2:]))
                     flow = backend.match(prev, emb, prior)
                     clock.lap("match")
                 else:
                     emb, flow = backend.step(x, prev)
                     clock.lap("embed_match")
             # A prior model's output is the residual around its DIS prior: both are added at frame resolution.
+            assert st.object_ids is not None and st.labels is not None  # has_mask, checked above
             self._propagate(dis_field, flow, len(st.object_ids), (h, w))
             clock.lap("propagate")
             out = self._ids_of(st.labels)
@@ -406,10 +413,11 @@ class Segmenter:
     def _propagate(self, base: np.ndarray | None, flow: Tensor | None, num_classes: int, hw: tuple[int, int]) -> None:
         """Carry the stream's mask (and scores) from t−1 to t by the field base (frame px) + flow (S/4 grid)."""
         st = self.state
+        assert st.labels is not None  # step() propagates only once a mask has been given
         if self.mask_resolution == "full" and st.labels.device.type == "cpu" and num_classes <= 256:
             maps = self._remap.maps(hw[0], hw[1], flow, base)
             if self.propagation == "soft":
-                st.scores = self._remap.soft(st.scores, maps)
+                st.scores = self._remap.soft(cast(np.ndarray, st.scores), maps)
                 st.labels = torch.from_numpy(labels_from_scores(st.scores))
             else:
                 st.labels = torch.from_numpy(self._remap.hard(st.labels.numpy(), maps, num_classes))
@@ -426,6 +434,7 @@ class Segmenter:
                 st.labels = propagate_labels(st.labels, field, num_classes, "full").to(torch.uint8)
             return
         # The paper's S/4 propagation (model fields only).
+        assert flow is not None  # mask_resolution="model" requires a model, and a model step always gives f4
         if self.propagation == "soft":
             sc = torch.from_numpy(st.scores).to(self.device)[None]
             small = F.interpolate(sc, size=flow.shape[-2:], mode="area")
@@ -452,6 +461,7 @@ class Segmenter:
     def _ids_of(self, labels: Tensor) -> np.ndarray:
         """Indices → object ids, as an H×W uint8 array on the host."""
         ids = self.state.object_ids
+        assert ids is not None  # only called once a mask (and so its ids) has been given
         if labels.device.type == "cpu":
             lut = np.zeros(256, dtype=np.uint8)
             lut[: len(ids)] = ids.numpy()
@@ -480,18 +490,3 @@ class Segmenter:
             raise ValueError(f"mask must be uint8 object ids, got {mask.dtype}")
         if mask.shape != tuple(frame_hw):
             raise ValueError(f"mask shape {mask.shape} does not match frame shape {tuple(frame_hw)}")
-
-
-class _Clock:
-    """Stage timer; synchronises CUDA only when asked, since a sync per stage costs throughput."""
-
-    def __init__(self, out: dict[str, float], sync: bool, device: torch.device) -> None:
-        self.out, self.sync, self.device = out, sync, device
-        self.t = time.perf_counter()
-
-    def lap(self, name: str) -> None:
-        if self.sync:
-            torch.cuda.synchronize(self.device)
-        t = time.perf_counter()
-        self.out[name] = (t - self.t) * 1e3
-        self.t = t

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -67,7 +68,7 @@ def matching_inputs(model: RPMNet, ref: np.ndarray, tar: np.ndarray, size: int =
     return e_ref, e_tar, convs
 
 
-def _taps(layer: nn.Module) -> np.ndarray:
+def _taps(layer: Any) -> np.ndarray:  # a DeformConv2d or nn.Conv2d
     """(k, 2) base (dy, dx) of a 3×3-style kernel including dilation, torchvision tap order (row-major)."""
     kh, kw = layer.kernel_size if isinstance(layer.kernel_size, tuple) else (layer.kernel_size,) * 2
     dh, dw = layer.dilation if isinstance(layer.dilation, tuple) else (layer.dilation,) * 2
@@ -92,7 +93,7 @@ def sampling_locations(
     y, x = int(pixel[0]), int(pixel[1])
     if not (0 <= y < h and 0 <= x < w):
         raise ValueError(f"pixel {pixel} is outside the {h}×{w} matching grid")
-    offs = []
+    offs: list[np.ndarray | None] = []
     for layer, inp in convs:
         if isinstance(layer, DeformConv2d):
             o = layer.offsets(inp)[0].double()  # (2k, h, w), (dy, dx) per tap

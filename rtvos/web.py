@@ -1,4 +1,4 @@
-"""Live view in the browser: the overlay as MJPEG, fps/latency, and a box drag to pick the object.
+"""Live view in the browser: the overlay as MJPEG, fps/latency, and box drags to pick and re-anchor objects.
 
 A stdlib ``ThreadingHTTPServer`` in a daemon thread, so there is no new
 dependency and the segmentation loop never waits for a browser:
@@ -11,12 +11,22 @@ so with no browser attached publishing costs one copy.
 Routes: ``/`` (self-contained page, no CDN), ``/stream.mjpg``
 (multipart/x-mixed-replace), ``/select.jpg`` (the still frame given to
 :meth:`LiveView.request_box`), ``/stats.json``, ``POST /box`` (JSON
-``{"x", "y", "w", "h"}`` in image pixels) and ``/healthz``.
+``{"boxes": [{"x", "y", "w", "h"}, ...]}`` in image pixels, one box per
+object; a single ``{"x", "y", "w", "h"}`` object is still accepted),
+``POST /reanchor`` (same body, boxes on the streamed frame; handed to
+:attr:`LiveView.on_reanchor`) and ``/healthz``.
+
+On the selection still the page lets the user drag several boxes (each
+numbered and in its own colour, "undo last", then "start" or Enter). While
+streaming, "re-anchor" freezes the shown frame in the page, the user drags
+boxes on it and "apply" posts them to ``/reanchor`` (only offered when the
+run set ``on_reanchor``).
 
 ``/stats.json`` is ``{"state", "frames", "publish_fps", "width", "height",
-"selection", "stats"}`` where ``stats`` is the dict last given to
-``publish``; the page shows its ``fps`` (else the measured publish rate)
-and ``latency_ms``, and any other numeric keys in small print.
+"selection", "reanchor", "stats"}`` where ``stats`` is the dict last given
+to ``publish`` and ``reanchor`` says whether re-anchoring is available; the
+page shows its ``fps`` (else the measured publish rate) and ``latency_ms``,
+and any other numeric keys in small print.
 
 Bound to 127.0.0.1 unless told otherwise: the page accepts a box from
 anyone who can reach it.
@@ -36,7 +46,7 @@ import sys
 import threading
 import time
 from types import TracebackType
-from typing import Any
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -53,6 +63,7 @@ Box = tuple[int, int, int, int]
 _BOUNDARY = "rtvosframe"
 _KEEPALIVE_S = 10.0  # an idle stream re-sends its frame this often, which also notices dead clients
 _MAX_BODY = 4096
+_MAX_BOXES = 254  # object ids 1..254 (prompts_to_mask)
 _DISCONNECTS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, socket.timeout)
 
 
@@ -60,7 +71,9 @@ class LiveView:
     """The browser view of one stream; see the module docstring for the routes.
 
     Typical use: ``url = view.start()``; per frame ``view.publish(overlay_rgb, {"fps": ..., "latency_ms": ...})``;
-    for an interactive first mask ``view.request_box(frame)`` then ``box = view.wait_box()``.
+    for an interactive first mask ``view.request_box(frame)`` then ``boxes = view.wait_boxes()``.
+    Set :attr:`on_reanchor` to accept boxes drawn on the stream (``POST /reanchor``); it is called from a
+    server thread with the validated list of boxes and should only hand them over (e.g. ``Pipeline.reanchor``).
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8080, jpeg_quality: int = 80) -> None:
@@ -83,7 +96,8 @@ class LiveView:
         self._selection = 0  # id of the latest request_box
         self._select_jpeg: bytes | None = None
         self._select_size: tuple[int, int] | None = None  # (H, W)
-        self._box: Box | None = None
+        self._boxes: list[Box] | None = None  # posted for the current selection, not yet taken by wait_boxes
+        self.on_reanchor: Callable[[list[Box]], None] | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -135,7 +149,7 @@ class LiveView:
         return f"http://{host}:{self.port}/"
 
     def close(self) -> None:
-        """Stop the server; unblocks MJPEG clients (their stream ends) and :meth:`wait_box` (returns None)."""
+        """Stop the server; unblocks MJPEG clients (their stream ends) and :meth:`wait_boxes` (returns None)."""
         with self._cond:
             if self._closed:
                 return
@@ -172,27 +186,33 @@ class LiveView:
             self._cond.notify_all()
 
     def request_box(self, image_rgb: np.ndarray) -> None:
-        """Show ``image_rgb`` on the page as a still frame to drag a box on; forgets any earlier box."""
+        """Show ``image_rgb`` on the page as a still frame to drag boxes on; forgets any earlier boxes."""
         _check_image(image_rgb)
         jpeg = self._encode(image_rgb)
         with self._cond:
             self._select_jpeg = jpeg
             self._select_size = image_rgb.shape[:2]
             self._selection += 1
-            self._box = None
+            self._boxes = None
             self._cond.notify_all()
 
-    def wait_box(self, timeout: float | None = None) -> Box | None:
-        """Block until a box is posted for the requested frame; None on timeout or close."""
+    def wait_boxes(self, timeout: float | None = None) -> list[Box] | None:
+        """Block until the boxes for the requested frame are posted (the user pressed start); returns them in
+        the order drawn (object ids 1, 2, ...), or None on timeout or close."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while self._box is None and not self._closed:
+            while self._boxes is None and not self._closed:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return None
                 self._cond.wait(remaining)
-            box, self._box = self._box, None
-            return box
+            boxes, self._boxes = self._boxes, None
+            return boxes
+
+    def wait_box(self, timeout: float | None = None) -> Box | None:
+        """:meth:`wait_boxes`, first box only (callers that track one object)."""
+        boxes = self.wait_boxes(timeout)
+        return boxes[0] if boxes else None
 
     # -- server side -------------------------------------------------------------------------------------------
     def stats_json(self) -> bytes:
@@ -210,6 +230,7 @@ class LiveView:
                 "width": w,
                 "height": h,
                 "selection": self._selection if self._select_jpeg is not None else 0,
+                "reanchor": self.on_reanchor is not None and self._image is not None,
                 "stats": self._stats,
             }
             return json.dumps(_finite(doc), default=_json_default, allow_nan=False).encode()
@@ -242,16 +263,34 @@ class LiveView:
         with self._cond:
             return self._select_jpeg
 
-    def post_box(self, box: Box) -> Box:
-        """Validate and deliver a box from the page; raises InputError (→ 400) or LookupError (→ 409)."""
+    def post_boxes(self, boxes: list[Box]) -> list[Box]:
+        """Validate and deliver the boxes from the page; raises InputError (→ 400) or LookupError (→ 409)."""
         with self._cond:
             if self._select_jpeg is None or self._select_size is None:
                 raise LookupError("no box was requested: wait for the selection frame")
-            box = check_box(box, self._select_size)
-            self._box = box
+            checked = _check_boxes(boxes, self._select_size)
+            self._boxes = checked
             self._select_jpeg = None  # selection over: the page goes back to the stream
             self._cond.notify_all()
-            return box
+            return checked
+
+    def post_box(self, box: Box) -> Box:
+        """:meth:`post_boxes` with one box."""
+        return self.post_boxes([box])[0]
+
+    def post_reanchor(self, boxes: list[Box]) -> list[Box]:
+        """Validate boxes drawn on the streamed frame and hand them to :attr:`on_reanchor`; raises InputError
+        (→ 400) or LookupError (→ 409: no callback, or nothing streamed yet to draw on)."""
+        with self._cond:
+            callback = self.on_reanchor
+            if callback is None:
+                raise LookupError("re-anchoring is not available for this run")
+            if self._image is None:
+                raise LookupError("no frame is being streamed yet: nothing to re-anchor on")
+            size = self._image.shape[:2]
+        checked = _check_boxes(boxes, size)
+        callback(list(checked))  # outside the lock: the callback may take its own locks
+        return checked
 
     def _encode(self, image_rgb: np.ndarray) -> bytes:
         bgr = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
@@ -263,6 +302,44 @@ class LiveView:
     @property
     def closed(self) -> bool:
         return self._closed
+
+
+def _check_boxes(boxes: list[Box], frame_size: tuple[int, int]) -> list[Box]:
+    """Each box checked against ``frame_size`` (H, W); an error names the box by its number (1, 2, ...)."""
+    if not boxes:
+        raise InputError("no boxes: drag at least one box around an object")
+    if len(boxes) > _MAX_BOXES:
+        raise InputError(f"at most {_MAX_BOXES} boxes, got {len(boxes)}")
+    checked = []
+    for i, box in enumerate(boxes, start=1):
+        try:
+            checked.append(check_box(box, frame_size))
+        except InputError as e:
+            raise InputError(f"box {i} of {len(boxes)}: {e}") from None
+    return checked
+
+
+def _parse_boxes(body: bytes) -> list[Box]:
+    """``{"boxes": [{x, y, w, h}, ...]}`` or one ``{x, y, w, h}``; raises InputError, or JSONDecodeError,
+    UnicodeDecodeError and RecursionError for bodies that are not JSON."""
+    doc = json.loads(body)
+    keys = ("x", "y", "w", "h")
+    if isinstance(doc, dict) and "boxes" in doc:
+        items = doc["boxes"]
+        if not isinstance(items, list):
+            raise InputError(f'"boxes" must be a list of {{x, y, w, h}} objects; got {body[:200]!r}')
+        if not items:
+            raise InputError("no boxes: drag at least one box around an object")
+        for i, item in enumerate(items, start=1):
+            if not isinstance(item, dict) or not set(keys) <= item.keys():
+                raise InputError(f"box {i} of {len(items)} must be a JSON object with x, y, w, h; "
+                                 f"got {json.dumps(item)[:200]}")
+    elif isinstance(doc, dict) and set(keys) <= doc.keys():
+        items = [doc]
+    else:
+        raise InputError(f'boxes must be a JSON object {{"boxes": [{{x, y, w, h}}, ...]}} or one box with '
+                         f"x, y, w, h; got {body[:200]!r}")
+    return [tuple(item[k] for k in keys) for item in items]  # type: ignore[misc]
 
 
 def _check_image(image: object) -> None:
@@ -381,12 +458,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if not (self._host_ok() and self._origin_ok()):
             return
         path = self.path.split("?", 1)[0]
-        if path != "/box":
+        if path not in ("/box", "/reanchor"):
             self._error(404, f"no such page: {path}")
             return
         ctype = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
         if ctype != "application/json":  # a "simple" cross-site form/text POST cannot set this type
-            self._error(415, f"POST /box needs Content-Type application/json, got {ctype or 'none'!r}")
+            self._error(415, f"POST {path} needs Content-Type application/json, got {ctype or 'none'!r}")
             return
         try:
             length = int(self.headers.get("Content-Length", ""))
@@ -397,19 +474,27 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._error(413, f"body too large ({length} bytes, at most {_MAX_BODY})")
             return
         body = self.rfile.read(length)
+        view = self.server.view
         try:
-            doc = json.loads(body)
-            if not isinstance(doc, dict) or not {"x", "y", "w", "h"} <= doc.keys():
-                raise InputError(f"box must be a JSON object with x, y, w, h; got {body[:200]!r}")
-            box = self.server.view.post_box(tuple(doc[k] for k in ("x", "y", "w", "h")))  # type: ignore[arg-type]
+            boxes = _parse_boxes(body)
+            if path == "/box":
+                boxes = view.post_boxes(boxes)
+            else:
+                boxes = view.post_reanchor(boxes)
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # RecursionError: b"[" * 4000
             self._error(400, f"box is not valid JSON: {body[:200]!r}")
         except InputError as e:
             self._error(400, str(e))
         except LookupError as e:
             self._error(409, str(e))
+        except Exception as e:  # a failing on_reanchor callback: say so instead of dropping the connection
+            log.warning("live view: re-anchoring failed", exc_info=True)
+            self._error(500, f"re-anchoring failed: {e}")
         else:
-            self._send(200, "application/json", json.dumps({"ok": True, "box": list(box)}).encode())
+            doc = {"ok": True, "boxes": [list(b) for b in boxes]}
+            if path == "/box":
+                doc["box"] = list(boxes[0])  # the single-box reply older pages read
+            self._send(200, "application/json", json.dumps(doc).encode())
 
     def _stream(self, view: LiveView) -> None:
         self.send_response(200)
@@ -468,6 +553,11 @@ _PAGE = """<!doctype html>
   #stream, #canvas { display: block; max-width: 100%; height: auto; margin: 0 auto; }
   #canvas { cursor: crosshair; touch-action: none; outline: 2px solid #8cf; }
   #msg { color: #f88; text-align: center; min-height: 1.4em; }
+  #tools { display: flex; gap: .6em; justify-content: center; align-items: baseline; margin: 0 0 .6em; }
+  #hint { color: #aaa; }
+  button { font: inherit; padding: .2em .9em; border-radius: 4px; border: 1px solid #555; background: #333; color: #eee; cursor: pointer; }
+  button:disabled { opacity: .4; cursor: default; }
+  #start { background: #246; border-color: #8cf; }
   .hidden { display: none !important; }
 </style>
 </head>
@@ -478,9 +568,16 @@ _PAGE = """<!doctype html>
   <span><span id="fps">0.0</span> fps</span>
   <span>latency <span id="latency">–</span> ms</span>
   <span id="extra"></span>
+  <button id="reanchor" class="hidden" type="button" title="freeze this frame and draw new boxes">re-anchor</button>
 </header>
 <main>
   <div id="msg"></div>
+  <div id="tools" class="hidden">
+    <span id="hint"></span>
+    <button id="undo" type="button" disabled>undo last</button>
+    <button id="cancel" type="button" class="hidden">cancel</button>
+    <button id="start" type="button" disabled>start</button>
+  </div>
   <img id="stream" alt="live overlay" src="stream.mjpg">
   <canvas id="canvas" class="hidden" width="1" height="1"></canvas>
 </main>
@@ -490,7 +587,10 @@ const $ = (id) => document.getElementById(id);
 const stream = $("stream"), canvas = $("canvas"), ctx = canvas.getContext("2d");
 const STATES = { waiting: "waiting for frames", selecting: "drag a box around the object",
                  segmenting: "segmenting", closed: "stopped" };
-let still = null, selection = 0, drag = null, box = null, sending = false;
+const COLOURS = ["#8cf", "#f84", "#8f8", "#f6c", "#fe6", "#c9f", "#6ff", "#f66", "#fff", "#9c6"];
+// mode: null (watching the stream), "select" (first boxes, on select.jpg) or "reanchor" (on a frozen frame);
+// selection: the id of the last selection frame shown (ids only grow), so a stale poll cannot reopen it.
+let mode = null, still = null, selection = 0, drag = null, boxes = [], sending = false, canReanchor = false;
 
 function fmt(v) { return (typeof v !== "number" || Number.isInteger(v)) ? String(v) : (Math.abs(v) >= 100 ? v.toFixed(0) : v.toFixed(1)); }
 
@@ -499,45 +599,86 @@ async function poll() {
     const r = await fetch("stats.json", { cache: "no-store" });
     const s = await r.json();
     const st = s.stats || {};
-    $("state").textContent = STATES[s.state] || s.state;
+    $("state").textContent = mode === "reanchor" ? "re-anchor: drag a box around each object" : (STATES[s.state] || s.state);
     $("fps").textContent = fmt(typeof st.fps === "number" ? st.fps : s.publish_fps);
     $("latency").textContent = typeof st.latency_ms === "number" ? fmt(st.latency_ms) : "–";
     $("extra").textContent = Object.entries(st)
       .filter(([k, v]) => k !== "fps" && k !== "latency_ms" && typeof v === "number")
       .map(([k, v]) => k + " " + fmt(v)).join(" · ");
+    canReanchor = !!s.reanchor && s.state === "segmenting";
+    $("reanchor").classList.toggle("hidden", !canReanchor || mode !== null);
     if (s.state === "selecting" && s.selection && s.selection !== selection) startSelection(s.selection);
-    if (s.state !== "selecting" && selection) endSelection();
+    if (s.state !== "selecting" && mode === "select") endBoxes();
+    if (s.state === "closed" && mode === "reanchor") endBoxes();
   } catch (e) {
     $("state").textContent = "disconnected";
   }
 }
 
+function showBoxes(img, m) {
+  mode = m; still = img; boxes = []; drag = null;
+  canvas.width = img.naturalWidth || img.width; canvas.height = img.naturalHeight || img.height;
+  canvas.style.width = Math.min(canvas.width, document.body.clientWidth - 32) + "px";
+  $("hint").textContent = m === "select" ? "drag a box around each object, then start (Enter)"
+                                         : "drag a box around each object, then apply (Enter)";
+  $("start").textContent = m === "select" ? "start" : "apply";
+  $("cancel").classList.toggle("hidden", m !== "reanchor");
+  $("reanchor").classList.add("hidden");
+  $("tools").classList.remove("hidden");
+  stream.classList.add("hidden"); canvas.classList.remove("hidden");
+  refresh();
+}
+
 function startSelection(id) {
-  selection = id; box = null; $("msg").textContent = "";
+  if (mode === "reanchor") endBoxes();  // the run asked for a new first mask: that wins
+  selection = id; $("msg").textContent = "";
   const img = new Image();
-  img.onload = () => {
-    still = img;
-    canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
-    canvas.style.width = Math.min(img.naturalWidth, document.body.clientWidth - 32) + "px";
-    draw();
-    stream.classList.add("hidden"); canvas.classList.remove("hidden");
-  };
+  img.onload = () => { if (selection === id) showBoxes(img, "select"); };
   img.src = "select.jpg?id=" + id;
 }
 
-function endSelection() {
-  selection = 0; still = null; drag = null;
-  canvas.classList.add("hidden"); stream.classList.remove("hidden");
+// Re-anchor: freeze the frame the page shows now (client side) and draw boxes on it.
+function startReanchor() {
+  if (mode !== null || !stream.naturalWidth) return;
+  const frozen = document.createElement("canvas");
+  frozen.width = stream.naturalWidth; frozen.height = stream.naturalHeight;
+  frozen.getContext("2d").drawImage(stream, 0, 0);
+  $("msg").textContent = "";
+  showBoxes(frozen, "reanchor");
+  $("state").textContent = "re-anchor: drag a box around each object";
+}
+
+function endBoxes() {
+  mode = null; still = null; drag = null; boxes = [];
+  canvas.classList.add("hidden"); $("tools").classList.add("hidden"); stream.classList.remove("hidden");
+  $("reanchor").classList.toggle("hidden", !canReanchor);
+}
+
+function refresh() {
+  $("undo").disabled = sending || boxes.length === 0;
+  $("start").disabled = sending || boxes.length === 0;
+  draw();
+}
+
+function rect(b) {
+  return { x: Math.min(b.x0, b.x1), y: Math.min(b.y0, b.y1), w: Math.abs(b.x1 - b.x0), h: Math.abs(b.y1 - b.y0) };
 }
 
 function draw() {
   if (!still) return;
   ctx.drawImage(still, 0, 0);
-  const b = drag || box;
-  if (!b) return;
-  const x = Math.min(b.x0, b.x1), y = Math.min(b.y0, b.y1), w = Math.abs(b.x1 - b.x0), h = Math.abs(b.y1 - b.y0);
-  ctx.fillStyle = "rgba(136,204,255,0.2)"; ctx.fillRect(x, y, w, h);
-  ctx.lineWidth = Math.max(2, canvas.width / 400); ctx.strokeStyle = "#8cf"; ctx.strokeRect(x, y, w, h);
+  const lw = Math.max(2, canvas.width / 400), fs = Math.max(14, Math.round(canvas.width / 40));
+  const all = drag ? boxes.concat([drag]) : boxes;
+  all.forEach((b, i) => {
+    const r = rect(b), c = COLOURS[i % COLOURS.length];
+    ctx.globalAlpha = 0.2; ctx.fillStyle = c; ctx.fillRect(r.x, r.y, r.w, r.h); ctx.globalAlpha = 1;
+    ctx.lineWidth = lw; ctx.strokeStyle = c; ctx.strokeRect(r.x, r.y, r.w, r.h);
+    const label = String(i + 1);
+    ctx.font = "bold " + fs + "px system-ui, sans-serif";
+    const tw = ctx.measureText(label).width + fs * 0.5;
+    ctx.fillStyle = c; ctx.fillRect(r.x, r.y, tw, fs * 1.2);
+    ctx.fillStyle = "#000"; ctx.textBaseline = "top"; ctx.fillText(label, r.x + fs * 0.25, r.y + fs * 0.1);
+  });
 }
 
 // Displayed (CSS) pixels -> image pixels: the canvas holds the frame at its natural size.
@@ -551,23 +692,40 @@ function move(cx, cy) { if (!drag) return; const p = toImage(cx, cy); drag.x1 = 
 function up() {
   if (!drag) return;
   const d = drag; drag = null;
+  const r = xywh(d);
+  if (r.w >= 2 && r.h >= 2) { boxes.push(d); $("msg").textContent = ""; }
+  refresh();
+}
+function xywh(d) {
   const x = Math.round(Math.min(d.x0, d.x1)), y = Math.round(Math.min(d.y0, d.y1));
-  const w = Math.round(Math.max(d.x0, d.x1)) - x, h = Math.round(Math.max(d.y0, d.y1)) - y;
-  if (w < 2 || h < 2) { draw(); return; }
-  box = d; draw(); send({ x, y, w, h });
+  return { x, y, w: Math.round(Math.max(d.x0, d.x1)) - x, h: Math.round(Math.max(d.y0, d.y1)) - y };
 }
+function undo() { if (!sending && boxes.length) { boxes.pop(); refresh(); } }
 
-async function send(b) {
-  sending = true; $("msg").textContent = "";
+async function send() {
+  if (sending || !mode || !boxes.length) return;
+  const m = mode, url = m === "select" ? "box" : "reanchor";
+  sending = true; refresh(); $("msg").textContent = "";
   try {
-    const r = await fetch("box", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(b) });
+    const r = await fetch(url, { method: "POST", headers: { "Content-Type": "application/json" },
+                                 body: JSON.stringify({ boxes: boxes.map(xywh) }) });
     const doc = await r.json();
-    if (!r.ok) { $("msg").textContent = doc.error || ("HTTP " + r.status); box = null; draw(); }
-    else { endSelection(); poll(); }
-  } catch (e) { $("msg").textContent = "could not send the box: " + e; }
-  sending = false;
+    if (!r.ok) $("msg").textContent = doc.error || ("HTTP " + r.status);
+    else if (mode === m) { endBoxes(); poll(); }
+  } catch (e) { $("msg").textContent = "could not send the boxes: " + e; }
+  sending = false; refresh();
 }
 
+$("undo").addEventListener("click", undo);
+$("start").addEventListener("click", send);
+$("cancel").addEventListener("click", () => { if (mode === "reanchor" && !sending) endBoxes(); });
+$("reanchor").addEventListener("click", startReanchor);
+window.addEventListener("keydown", (e) => {
+  if (!mode) return;
+  if (e.key === "Enter") { e.preventDefault(); send(); }
+  else if (e.key === "Backspace" || (e.key === "z" && (e.ctrlKey || e.metaKey))) { e.preventDefault(); undo(); }
+  else if (e.key === "Escape" && mode === "reanchor" && !sending) endBoxes();
+});
 canvas.addEventListener("mousedown", (e) => { e.preventDefault(); down(e.clientX, e.clientY); });
 window.addEventListener("mousemove", (e) => move(e.clientX, e.clientY));
 window.addEventListener("mouseup", () => up());

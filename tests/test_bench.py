@@ -1,5 +1,6 @@
-"""`rtvos bench`: the JSON has every field for every stage and matches the schema; the validator can fail;
-percentiles are numpy's linear interpolation; the FLOP formula counts the custom deformable conv; bad input
+"""`rtvos bench`: the JSON has every field for every stage and matches `rtvos/bench/result.schema.json` (checked
+with the `jsonschema` package), which rejects malformed documents; the end-to-end passes run through
+`rtvos.pipeline.Pipeline`; percentiles are numpy's linear interpolation; the FLOP formula counts the custom deformable conv; bad input
 is one line and exit 2; an unavailable backend is a reported reason, not a crash.
 
 One small benchmark run (synthetic 160x120, S=64, r18, 20 frames) is shared by the module; speed itself is
@@ -14,6 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import numpy as np
 import pytest
 import torch
@@ -21,19 +23,38 @@ import torch
 from rtvos import bench
 from rtvos.backends import backend_status
 from rtvos.ops.deform_conv import deform_conv2d
+from rtvos.stats import Timer
 
 FRAMES = 20
+STAGES = {"decode", "preprocess", "embed", "match", "propagate", "postprocess", "png", "overlay", "encode"}
+
+
+def _schema() -> dict[str, Any]:
+    """The schema file itself, as shipped in the package (not the library's copy of it)."""
+    from importlib import resources
+
+    return json.loads((resources.files("rtvos.bench") / "result.schema.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def validator() -> Any:
+    schema = _schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
 
 
 def _main(argv: list[str]) -> int:
     """Through the real `rtvos` entry point, with bench registered even before apps/cli.py lists it."""
-    from apps import bench as bench_app
-    from apps import cli
+    from rtvos.apps import bench as bench_app
+    from rtvos.apps import cli
 
     with pytest.MonkeyPatch.context() as mp:
         if bench_app not in cli.COMMANDS:
             mp.setattr(cli, "COMMANDS", (*cli.COMMANDS, bench_app))
-        return cli.main(argv)
+        try:
+            return cli.main(argv)
+        except SystemExit as e:  # argparse's usage errors exit 2 like the console script
+            return int(e.code or 0)
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +74,10 @@ def result(run: dict[str, Any]) -> dict[str, Any]:
     return json.loads(run["json"].read_text())
 
 
-def test_json_has_every_field_for_every_stage(result: dict[str, Any]) -> None:
-    bench.validate_result(result)
+def test_json_has_every_field_for_every_stage(result: dict[str, Any], validator: Any) -> None:
+    validator.validate(result)
     stages = result["stages"]
-    expected = {"decode", "preprocess", "embed", "match", "propagate", "postprocess", "overlay", "encode"}
-    assert set(stages) == expected  # eager is not fused: embed and match are timed apart
+    assert set(stages) == STAGES  # eager is not fused: embed and match are timed apart; png/encode: the sinks
     for name, st in stages.items():
         assert st["n"] == FRAMES, name
         for key in ("p50_ms", "p95_ms", "p99_ms", "max_ms", "mean_ms", "min_ms"):
@@ -73,6 +93,11 @@ def test_json_has_every_field_for_every_stage(result: dict[str, Any]) -> None:
     cu = result["cached_vs_uncached"]
     assert cu["backend"] == "eager" and cu["ratio"] == pytest.approx(cu["cached_p50_ms"] / cu["uncached_p50_ms"])
     assert len(result["samples_ms"]["cached"]) == len(result["samples_ms"]["uncached"]) == FRAMES
+    threaded = e2e["threaded"]  # filled from the threaded Pipeline's own RunStats
+    assert threaded["frames"] == FRAMES and threaded["fps"] > 0
+    assert {"decode", "preprocess", "png", "overlay", "encode"} <= set(threaded["stages"])
+    for st in threaded["stages"].values():
+        assert 0 <= st["p50_ms"] <= st["p95_ms"] <= st["p99_ms"]
 
 
 def test_header_and_settings(result: dict[str, Any], run: dict[str, Any]) -> None:
@@ -83,7 +108,8 @@ def test_header_and_settings(result: dict[str, Any], run: dict[str, Any]) -> Non
     assert s["threads"] == 2 and s["size"] == [64, 64] and s["frame_size"] == [120, 160]
     assert s["frames"] == FRAMES and s["warmup"] == 1 and s["random_weights"] is True
     assert s["backends_requested"] == ["eager", "tensorrt"] and s["backend"] == "eager"
-    assert "perf_counter_ns" in s["clock"]["end_to_end"]
+    assert "perf_counter_ns" in s["clock"]["end_to_end"] and "Pipeline.frames()" in s["clock"]["end_to_end"]
+    assert s["data_path"] == "rtvos.pipeline.Pipeline" and s["sinks"] == ["png", "encode"]
     assert torch.get_num_threads() == run["threads_before"]  # --threads is restored after the run
 
 
@@ -118,7 +144,7 @@ def test_plot_is_a_png(run: dict[str, Any], result: dict[str, Any], tmp_path: Pa
     assert again.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-# -- the validator can fail ---------------------------------------------------------------------------------
+# -- the schema file rejects malformed documents -----------------------------------------------------------------
 def _malformed(result: dict[str, Any]) -> list[dict[str, Any]]:
     docs = []
     for mutate in (
@@ -147,42 +173,24 @@ def _malformed(result: dict[str, Any]) -> list[dict[str, Any]]:
     return docs
 
 
-def test_malformed_json_fails_validation(result: dict[str, Any]) -> None:
-    bench.validate_result(result)
+def test_malformed_json_fails_validation(result: dict[str, Any], validator: Any) -> None:
+    assert validator.is_valid(result) and validator.is_valid(json.loads(json.dumps(result)))
+    for i, doc in enumerate(_malformed(result)):
+        assert not validator.is_valid(doc), i
+
+
+def test_schema_is_package_data_and_the_library_check_uses_it(result: dict[str, Any]) -> None:
+    assert bench.RESULT_SCHEMA == _schema() and bench.result_schema() == _schema()
+    assert _schema()["properties"]["schema"] == {"const": bench.SCHEMA_ID}
+    assert bench.validate_result(result) is True  # jsonschema is installed here
     for i, doc in enumerate(_malformed(result)):
         with pytest.raises(bench.SchemaError) as err:
             bench.validate_result(doc)
         assert "\n" not in str(err.value), i
     nan = copy.deepcopy(result)
     nan["end_to_end"]["p99_ms"] = float("nan")  # json.dumps would write NaN, which is not JSON
-    assert bench.validate(nan, bench.RESULT_SCHEMA)
-    assert not bench.validate(json.loads(json.dumps(result)), bench.RESULT_SCHEMA)
-
-
-def test_validator_agrees_with_jsonschema(result: dict[str, Any]) -> None:
-    """Cross-check the hand-written validator where the reference implementation happens to be installed."""
-    jsonschema = pytest.importorskip("jsonschema")
-    cls = jsonschema.validators.validator_for(bench.RESULT_SCHEMA, default=jsonschema.Draft202012Validator)
-    cls.check_schema(bench.RESULT_SCHEMA)
-    ref = cls(bench.RESULT_SCHEMA)
-    assert ref.is_valid(result)
-    for doc in _malformed(result):
-        assert not ref.is_valid(doc) and bench.validate(doc, bench.RESULT_SCHEMA)
-
-
-def test_validator_rules() -> None:
-    schema = {"type": "object", "required": ["a"], "additionalProperties": False,
-              "properties": {"a": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-                             "b": {"anyOf": [{"type": "null"}, {"type": "string", "minLength": 2}]}}}
-    assert bench.validate({"a": [0, 3], "b": None}, schema) == []
-    assert bench.validate({"a": [0, 3], "b": "ok"}, schema) == []
-    assert bench.validate({"a": [0, -3]}, schema) == ["$.a[1]: -3 < minimum 0"]
-    assert bench.validate({"a": [1.5]}, schema)[0].startswith("$.a[0]: expected integer")
-    assert bench.validate({"a": [], "c": 1}, schema) == ["$.c: unexpected key"]
-    assert bench.validate({"b": "x"}, schema)[0] == "$: missing required key 'a'"
-    assert "matches none" in bench.validate({"a": [], "b": "x"}, schema)[0]
-    with pytest.raises(ValueError, match="unsupported type"):
-        bench.validate(1, {"type": "complex"})
+    with pytest.raises(bench.SchemaError, match="not plain JSON"):
+        bench.validate_result(nan)
 
 
 # -- statistics ---------------------------------------------------------------------------------------------
@@ -207,8 +215,9 @@ def test_percentiles_on_known_samples() -> None:
     assert (s["n"], s["p50_ms"], s["max_ms"], s["min_ms"], s["mean_ms"]) == (100, 50.5, 100, 1, 50.5)
 
 
-def test_stage_timer_laps() -> None:
-    t = bench.StageTimer(bench.Clock(torch.device("cpu")))
+def test_timer_laps_samples_and_calls() -> None:
+    t = Timer(torch.device("cpu"), keep=True)  # the one timer of Segmenter, Pipeline and bench
+    assert not t.sync and t.method == "perf_counter_ns" and t.call_method == "perf_counter_ns"
     t.start()
     for _ in range(3):
         t.lap("a")
@@ -216,6 +225,14 @@ def test_stage_timer_laps() -> None:
     t.add("c", 4.0)
     summary = t.summary()
     assert set(summary) == {"a", "b", "c"} and summary["a"]["n"] == 3 and summary["c"]["p50_ms"] == 4.0
+    assert t.laps["c"] == 4.0
+    out, ms = t.time(lambda: 7)
+    assert out == 7 and ms >= 0
+    laps: dict[str, float] = {}
+    u = Timer("cpu", laps=laps)  # Segmenter's use: the last lap per stage into its timings dict, no lists
+    u.start()
+    u.lap("x")
+    assert set(laps) == {"x"} and u.samples == {}
 
 
 def test_mask_iou() -> None:
@@ -264,7 +281,7 @@ def test_auto_backend_resolves_to_a_concrete_one() -> None:
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["--backend", "warp-drive"], "unknown backend 'warp-drive'"),
+        (["--backend", "warp-drive"], "invalid choice: 'warp-drive'"),  # argparse: usage, then the error line
         (["--size", "100"], "--size must be a positive multiple of 64, got 100"),
         (["--frames", "0"], "--frames must be >= 1"),
         (["--threads", "0"], "--threads must be >= 1"),
@@ -278,7 +295,10 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], needle: str, capsys: 
     rc = _main(["bench", *args])
     err = capsys.readouterr().err
     assert rc == 2
-    assert err.count("\n") == 1 and err.startswith("rtvos bench: error: ") and needle in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("rtvos bench: error: ") and needle in last and "Traceback" not in err, err
+    if not err.startswith("usage:"):  # our own checks: exactly one line
+        assert err.count("\n") == 1, err
 
 
 def test_only_unavailable_backends_fall_back_to_eager(capsys: pytest.CaptureFixture[str]) -> None:
@@ -289,3 +309,44 @@ def test_only_unavailable_backends_fall_back_to_eager(capsys: pytest.CaptureFixt
     out = capsys.readouterr().out
     assert rc == 0
     assert "tensorrt" in out and "unavailable:" in out and "pipeline on eager fp32" in out
+
+
+def test_end_to_end_passes_run_through_the_pipeline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both end-to-end passes are `rtvos.pipeline.Pipeline.frames()` runs (sequential, then threaded), not a copy
+    of the loop, and the per-stage samples are the pipeline's own `stages_ms`."""
+    from rtvos import pipeline
+
+    calls: list[tuple[bool, int | None]] = []
+    seen: list[dict[str, float]] = []
+    original = pipeline.Pipeline.frames
+
+    def counting(self: Any) -> Any:
+        calls.append((self.config.threaded, self.config.max_frames))
+        for item in original(self):
+            if not self.config.threaded:
+                seen.append(dict(item.stages_ms))
+            yield item
+
+    monkeypatch.setattr(pipeline.Pipeline, "frames", counting)
+    config = bench.BenchConfig(synthetic="160x120", model="rpmnet_r18", size=64, frames=3, warmup=1,
+                               backends=("eager",), flops=False, threads=2)
+    r = bench.run_benchmark(config)
+    assert calls == [(False, 1 + 1 + 3), (True, 3)]
+    measured = seen[2:]  # anchor + warm-up are not measured
+    assert r["samples_ms"]["stages"]["encode"] == pytest.approx([f["encode"] for f in measured])
+    assert r["samples_ms"]["stages"]["png"] == pytest.approx([f["png"] for f in measured])
+    assert r["settings"]["data_path"] == "rtvos.pipeline.Pipeline"
+
+
+def test_defaults_measure_what_segment_runs() -> None:
+    import argparse
+
+    from rtvos.apps import bench as bench_app
+
+    config = bench.BenchConfig()
+    assert config.backends == ("auto",) and config.device == "auto" and config.size is None
+    assert config.torch_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+    parser = argparse.ArgumentParser()
+    bench_app.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["bench"])
+    assert args.backend == ["auto"] and args.device == "auto" and args.size is None

@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from apps.cli import main
+from rtvos.apps.cli import main
 from rtvos.data.synthetic import make_synthetic_clip, write_synthetic_clip
 from rtvos.io import read_mask
 
@@ -89,8 +89,8 @@ def test_console_script_default_sample(tmp_path):
 
 def test_library_imports_no_app_training_or_optional_runtime():
     """`import rtvos` stays light and one-directional: training and apps import rtvos, never the reverse."""
-    code = ("import sys, rtvos; bad = [m for m in ('training', 'apps', 'onnx', 'onnxruntime', 'tensorrt', "
-            "'tensorrt_rtx') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    code = ("import sys, rtvos; bad = [m for m in ('rtvos.training', 'rtvos.apps', 'training', 'apps', 'onnx', 'onnxruntime', "
+            "'tensorrt', 'tensorrt_rtx') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
 
@@ -112,3 +112,112 @@ def test_bad_box_and_output_fail_before_the_model_loads(synth, tmp_path, capsys,
     blocker.write_text("x")
     assert main(["segment", str(paths.video), "--mask", str(paths.first_mask), "--out", str(blocker / "o")]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
+
+
+# -- CLI conventions: version, logging, exit statuses, shared flags ------------------------------------------
+def test_version(capsys):
+    import rtvos
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"rtvos {rtvos.__version__}" == "rtvos 0.1.0"
+
+
+def test_usage_and_bad_input_exit_2(synth, tmp_path, capsys):
+    clip, paths = synth
+    with pytest.raises(SystemExit) as exc:  # argparse usage error
+        main(["segment", str(paths.video), "--backend", "warp-drive"])
+    assert exc.value.code == 2
+    capsys.readouterr()
+    assert main(["segment", str(paths.video), "--mask", str(tmp_path / "missing.png"), "--out", str(tmp_path / "o"),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rtvos segment: error:") and "missing.png" in err[0], err
+    assert main(["segment", str(paths.video), "--box", "1,2,x", "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("rtvos segment: error:") and "Traceback" not in "\n".join(err), err
+
+
+def _failing_info(monkeypatch, exc: BaseException) -> None:
+    from rtvos.apps import info
+
+    def boom(args):
+        raise exc
+
+    monkeypatch.setattr(info, "run", boom)  # add_parser binds func=run when the parser is built
+
+
+@pytest.mark.parametrize("exc, code", [(RuntimeError("backend exploded\nsecond line"), 1), (OSError(28, "No space left"), 1),
+                                       (KeyError("surprise"), 1), (ValueError("bad value"), 2),
+                                       (FileNotFoundError(2, "No such file", "/x.mp4"), 2)])
+def test_exit_status_by_error_kind(monkeypatch, capsys, exc, code):
+    _failing_info(monkeypatch, exc)
+    assert main(["info"]) == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rtvos info: error: "), err
+
+
+def test_debug_reraises(monkeypatch):
+    _failing_info(monkeypatch, RuntimeError("backend exploded"))
+    with pytest.raises(RuntimeError, match="backend exploded"):
+        main(["--debug", "info"])
+    with pytest.raises(RuntimeError, match="backend exploded"):
+        main(["info", "--debug"])  # also after the command
+
+
+@pytest.mark.parametrize("flags, shown", [([], False), (["-v"], True), (["info", "-v"], True), (["--log-level", "error"], False),
+                                          (["-vv"], True)])
+def test_verbose_configures_logging(monkeypatch, capsys, flags, shown):
+    import logging
+
+    from rtvos.apps import info
+
+    monkeypatch.setattr(info, "run", lambda args: logging.getLogger("rtvos").info("hello from the library") or 0)
+    root, lib = logging.getLogger(), logging.getLogger("rtvos")
+    saved = root.handlers[:], root.level, lib.level
+    try:
+        argv = flags if flags[:1] == ["info"] else [*flags, "info"]
+        assert main(argv) == 0
+        err = capsys.readouterr().err
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        lib.setLevel(saved[2])
+    assert ("INFO rtvos: hello from the library" in err) == shown, err
+
+
+def test_exist_ok_flag_and_check_output_folder(tmp_path):
+    from rtvos.apps.cli import build_parser
+    from rtvos.io import InputError
+    from rtvos.io.sinks import check_output_folder
+
+    for cmd in (["segment"], ["webcam"], ["stream", "rtsp://x/y"]):
+        assert build_parser().parse_args([*cmd, "--exist-ok"]).exist_ok is True
+        assert build_parser().parse_args(cmd).exist_ok is False
+    check_output_folder(tmp_path / "absent")
+    (tmp_path / "notes.txt").write_text("not a result")
+    check_output_folder(tmp_path)  # no results yet
+    for name in ("overlay.mp4", "00000.png", "00001.png", "frames.jsonl"):
+        (tmp_path / name).write_bytes(b"x")
+    with pytest.raises(InputError, match=r"already holds results \(4 files: 00000.png, 00001.png, frames.jsonl, \.\.\.\); "
+                                         r"pass --exist-ok") as exc:
+        check_output_folder(tmp_path)
+    assert str(tmp_path) in str(exc.value)
+    check_output_folder(tmp_path, exist_ok=True)
+    assert not list(tmp_path.glob("0000*.png")) and (tmp_path / "notes.txt").exists()
+
+
+def test_device_auto_and_backend_choices_from_the_registry():
+    import torch
+
+    from rtvos.apps.cli import build_parser
+    from rtvos.backends import backend_names, list_backends, resolve_device
+
+    assert backend_names() == ["auto", *list_backends()]
+    p = build_parser()
+    for argv in (["segment"], ["webcam"], ["eval", "root"], ["bench"], ["train", "d", "--out", "o"], ["ablate", "c", "r"],
+                 ["build-engine"]):
+        assert p.parse_args(argv).device == "auto", argv
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    seg = next(a for a in p._subparsers._group_actions[0].choices["segment"]._actions if a.dest == "backend")
+    assert list(seg.choices) == backend_names()

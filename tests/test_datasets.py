@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from rtvos.eval.datasets import (
     read_segtrack,
     read_youtube_objects,
 )
+from rtvos.io import InputError
 
 H, W = 24, 32
 DEV = Path("/work/shared/data/davis2016-dev")
@@ -87,9 +89,14 @@ def test_davis2016_layout_with_frame_pair_list_and_db_info(tmp_path: Path) -> No
     assert not s.score_last_frame
 
 
-def test_db_info_fallback_parser() -> None:
+def test_db_info_yaml(monkeypatch: pytest.MonkeyPatch) -> None:
     text = "attributes: [AC]\nsequences:\n- attributes: [DB, FM]  # c\n  eval_t: True\n  name: bear\n  num_frames: 82\n"
     assert parse_db_info(text) == [{"attributes": ["DB", "FM"], "eval_t": True, "name": "bear", "num_frames": 82}]
+    with pytest.raises(InputError, match=r"cannot parse /d/db_info.yml as YAML \(line \d+\)"):
+        parse_db_info("sequences:\n- [unclosed\n", "/d/db_info.yml")
+    monkeypatch.setitem(sys.modules, "yaml", None)  # PyYAML not installed
+    with pytest.raises(InputError, match=r"reading /d/db_info.yml needs PyYAML: pip install 'rtvos\[eval\]'"):
+        parse_db_info(text, "/d/db_info.yml")
 
 
 def test_davis2017_palette_ids_and_void(tmp_path: Path) -> None:

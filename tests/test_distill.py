@@ -13,8 +13,8 @@ import torch
 from rtvos.data.synthetic import make_synthetic_clip, write_synthetic_clip
 from rtvos.flow import DISFlow, to_gray
 from rtvos.models import create_model, load_model
-from training.distill import CachePairs, DistillConfig, distill_loss, field_to_model, train
-from training.flow_cache import CacheSpec, build_cache, build_clip, clip_key, consistency_mask, load_clip, plan_pairs
+from rtvos.training.distill import CachePairs, DistillConfig, distill_loss, field_to_model, train
+from rtvos.training.flow_cache import CacheSpec, build_cache, build_clip, clip_key, consistency_mask, load_clip, plan_pairs
 
 SPEC = CacheSpec(prior="ultrafast", teacher="fast", short=64, pairs=4, gaps=(1, 2))
 
@@ -132,7 +132,7 @@ def test_distill_non_square_batch() -> None:
     model = create_model("rpmnet_dis_r18_w50_cu")
     b = {"ref": torch.rand(2, 3, 128, 256), "tar": torch.rand(2, 3, 128, 256), "prior": torch.randn(2, 2, 128, 256),
          "teacher": torch.randn(2, 2, 128, 256), "valid": torch.ones(2, 1, 128, 256)}
-    from training import distill
+    from rtvos.training import distill
 
     ref, tar = b["ref"], b["tar"]
     e = model.embed(torch.cat((distill._small(ref, (64, 128)), distill._small(tar, (64, 128)))))

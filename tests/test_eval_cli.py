@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from apps.cli import main
+from rtvos.apps.cli import main
 from rtvos.data.synthetic import make_synthetic_clip, write_synthetic_clip
 
 GLOBAL_KEYS = {"J&F", "J", "J-recall", "J-decay", "F", "F-recall", "F-decay"}

@@ -578,3 +578,15 @@ def test_module_repr_and_validation() -> None:
         DeformConv2d(4, 6, groups=4)
     with pytest.raises(ValueError, match="divisible by offset_groups"):
         DeformConv2d(4, 6, offset_groups=3)
+
+
+@pytest.mark.parametrize("use_mask,use_bias", [(False, True), (True, False)])
+def test_opcheck(use_mask: bool, use_bias: bool) -> None:
+    """torch.library.opcheck: schema, fake (meta) kernel, autograd registration and AOT dispatch agree."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 4, 6, 7, generator=gen, requires_grad=True)
+    offset = (torch.randn(1, 2 * 9, 6, 7, generator=gen) * 2).requires_grad_()
+    weight = torch.randn(3, 4, 3, 3, generator=gen, requires_grad=True)
+    bias = torch.randn(3, generator=gen, requires_grad=True) if use_bias else None
+    mask = torch.rand(1, 9, 6, 7, generator=gen, requires_grad=True) if use_mask else None
+    torch.library.opcheck(torch.ops.rtvos.deform_conv2d.default, (x, offset, weight, bias, [1, 1], [1, 1], [1, 1], mask))

@@ -151,7 +151,7 @@ def test_memory_flat_state(model, clip):
 
 
 def test_shipped_sample_mask_reads():
-    from apps.segment import sample_paths
+    from rtvos.apps.segment import sample_paths
 
     video, mask = sample_paths()
     ids, palette = read_mask(mask)

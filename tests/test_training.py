@@ -15,8 +15,8 @@ import torch
 
 import rtvos
 from rtvos.data.synthetic import make_synthetic_clip, write_synthetic_clip
-from training import PairDataset, PairSampler, TrainConfig, find_clips, train
-from training.train import make_optimizer, train_step
+from rtvos.training import PairDataset, PairSampler, TrainConfig, find_clips, train
+from rtvos.training.train import make_optimizer, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,7 +108,7 @@ def _free_port() -> int:
 def test_ddp_two_process_gloo(videos: Path, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
-           "--master_addr=127.0.0.1", f"--master_port={_free_port()}", "-m", "apps.cli", "train", str(videos),
+           "--master_addr=127.0.0.1", f"--master_port={_free_port()}", "-m", "rtvos", "train", str(videos),
            "--out", str(out), "--size", "64", "--batch", "2", "--iters", "3", "--gap", "3", "--workers", "0",
            "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -135,7 +135,7 @@ def test_bad_data_paths(tmp_path: Path) -> None:
 
 
 def test_cli_reports_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from apps.cli import main
+    from rtvos.apps.cli import main
 
     assert main(["train", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
@@ -169,7 +169,7 @@ def _textured(h: int, w: int, seed: int = 0) -> np.ndarray:
 
 
 def test_dis_teacher_matches_f4_convention() -> None:
-    from training.teacher import DISTeacher
+    from rtvos.training.teacher import DISTeacher
 
     img = _textured(200, 200)
     ref = img[20:148, 20:148].copy()
@@ -197,7 +197,7 @@ def test_dis_teacher_matches_f4_convention() -> None:
 def test_lab_matches_opencv() -> None:
     import cv2
 
-    from training.teacher import rgb_to_lab
+    from rtvos.training.teacher import rgb_to_lab
 
     x = np.random.default_rng(0).random((5, 7, 3)).astype(np.float32)
     ours = rgb_to_lab(torch.from_numpy(x).permute(2, 0, 1)[None])[0].permute(1, 2, 0).numpy() * 100
@@ -206,7 +206,7 @@ def test_lab_matches_opencv() -> None:
 
 @pytest.mark.parametrize("kind", ["l1", "l2"])
 def test_teacher_loss_decreases_on_fixed_pair(kind: str) -> None:
-    from training.teacher import DISTeacher
+    from rtvos.training.teacher import DISTeacher
 
     torch.manual_seed(0)
     img = _textured(120, 120, seed=1)
@@ -245,7 +245,7 @@ def test_validation_hook_keeps_best(videos: Path, tmp_path: Path) -> None:
     import json
 
     from rtvos.eval import load_dataset
-    from training.train import validate
+    from rtvos.training.train import validate
 
     dev = _davis_root(tmp_path)
     out = tmp_path / "run"
@@ -283,7 +283,7 @@ def test_bad_recipe_options(videos: Path, tmp_path: Path) -> None:
 
 
 def test_extract_frames_feeds_training(videos: Path, tmp_path: Path) -> None:
-    from training.extract import extract_all
+    from rtvos.training.extract import extract_all
 
     n = extract_all(videos, tmp_path / "frames", short=48)
     clips = find_clips([tmp_path / "frames"])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from apps.cli import main
+from rtvos.apps.cli import main
 from rtvos.data.synthetic import make_synthetic_clip
 from rtvos.models import create_model
 from rtvos.viz import matching_inputs, sampling_locations

@@ -216,7 +216,8 @@ def test_page_loads(view):
     status, ctype, body = _get(view.url)
     assert status == 200 and ctype.startswith("text/html")
     page = body.decode()
-    for needle in ('src="stream.mjpg"', "<canvas", "stats.json", '"box"', "drag a box around the object", "touchstart"):
+    for needle in ('src="stream.mjpg"', "<canvas", "stats.json", '"box"', "drag a box around the object", "touchstart",
+                   '"reanchor"', 'id="reanchor"', 'id="undo"', 'id="start"', "boxes: boxes.map", '"Enter"'):
         assert needle in page
     assert "http://" not in page and "https://" not in page  # self-contained: no CDN
     assert _get(view.url + "nope")[0] == 404
@@ -304,6 +305,115 @@ def test_box_roundtrip_and_validation(view, clip):
     assert view.wait_box(timeout=0.05) is None  # consumed
     assert json.loads(_get(view.url + "stats.json")[2])["state"] != "selecting"
     assert _post(url, b'{"x":1,"y":1,"w":5,"h":5}')[0] == 409  # selection over
+
+
+def test_several_boxes_roundtrip_in_order(view, clip):
+    url = view.url + "box"
+    view.request_box(clip.frames[0])
+    boxes = [{"x": 20, "y": 10, "w": 60, "h": 50}, {"x": 100, "y": 60, "w": 40, "h": 30}, {"x": 0, "y": 0, "w": 5, "h": 5}]
+    status, doc = _post(url, json.dumps({"boxes": boxes}).encode())
+    assert status == 200 and doc["ok"] is True
+    assert doc["boxes"] == [[20, 10, 60, 50], [100, 60, 40, 30], [0, 0, 5, 5]]
+    assert view.wait_boxes(timeout=5) == [(20, 10, 60, 50), (100, 60, 40, 30), (0, 0, 5, 5)]
+    assert view.wait_boxes(timeout=0.05) is None  # consumed
+    assert json.loads(_get(view.url + "stats.json")[2])["state"] != "selecting"
+    assert _post(url, json.dumps({"boxes": boxes}).encode())[0] == 409  # selection over
+
+    # wait_box (one-object callers) gets the first of several.
+    view.request_box(clip.frames[1])
+    assert _post(url, json.dumps({"boxes": boxes[1:]}).encode())[0] == 200
+    assert view.wait_box(timeout=5) == (100, 60, 40, 30)
+
+
+def test_single_box_body_still_accepted(view, clip):
+    view.request_box(clip.frames[0])
+    status, doc = _post(view.url + "box", b'{"x": 20, "y": 10, "w": 60, "h": 50}')
+    assert status == 200 and doc["box"] == [20, 10, 60, 50] and doc["boxes"] == [[20, 10, 60, 50]]
+    assert view.wait_boxes(timeout=5) == [(20, 10, 60, 50)]
+
+
+@pytest.mark.parametrize("path", ["box", "reanchor"])
+def test_bad_box_lists_are_refused(view, clip, path):
+    view.request_box(clip.frames[0])
+    view.publish(clip.frames[1])
+    called: list = []
+    view.on_reanchor = called.append
+    ok = {"x": 20, "y": 10, "w": 60, "h": 50}
+    bad = {
+        b'{"boxes": []}': "no boxes",
+        b'{"boxes": {"x": 1}}': "must be a list",
+        json.dumps({"boxes": [ok, [1, 2, 3, 4]]}).encode(): "box 2 of 2 must be a JSON object",
+        json.dumps({"boxes": [ok, {"x": 1, "y": 2}]}).encode(): "box 2 of 2 must be a JSON object",
+        json.dumps({"boxes": [ok, {"x": 150, "y": 2, "w": 30, "h": 5}]}).encode(): "box 2 of 2: box 150,2,30,5",
+        json.dumps({"boxes": [{"x": 1, "y": 2, "w": 0, "h": 5}]}).encode(): "box 1 of 1: box 1,2,0,5",
+        json.dumps({"boxes": [{"x": 1.5, "y": 2, "w": 3, "h": 5}]}).encode(): "4 integers",
+        b'{"boxes": [' + b",".join([b'{"x":0,"y":0,"w":1,"h":1}'] * 300) + b"]}": "body too large",
+        b'{"boxes": ' + b"[" * 2000 + b"]" * 2000 + b"}": "not valid JSON",  # nested: 400, as for /box
+        b'{"boxes": [' + b'{"x":' * 700: "not valid JSON",
+        b"[]": "x, y, w, h",
+    }
+    for body, needle in bad.items():
+        status, doc = _post(view.url + path, body)
+        assert status in (400, 413) and needle in doc["error"], (body[:60], doc)
+        assert (status == 413) is (needle == "body too large")
+    out_of_frame = json.dumps({"boxes": [ok, {"x": 150, "y": 2, "w": 30, "h": 5}]}).encode()
+    assert "outside the 160x120 frame" in _post(view.url + path, out_of_frame)[1]["error"]
+    assert view.wait_boxes(timeout=0.05) is None and called == []  # nothing was delivered
+
+
+def test_reanchor_without_callback_is_409(view, clip):
+    view.publish(clip.frames[0])
+    status, doc = _post(view.url + "reanchor", b'{"boxes": [{"x": 1, "y": 1, "w": 5, "h": 5}]}')
+    assert status == 409 and doc["error"] == "re-anchoring is not available for this run"
+    assert json.loads(_get(view.url + "stats.json")[2])["reanchor"] is False
+
+
+def test_reanchor_calls_the_callback_with_boxes_checked_against_the_stream(view, clip):
+    got: list[list[tuple[int, int, int, int]]] = []
+    view.on_reanchor = got.append
+    body = json.dumps({"boxes": [{"x": 20, "y": 10, "w": 60, "h": 50}, {"x": 100, "y": 60, "w": 40, "h": 30}]})
+    status, doc = _post(view.url + "reanchor", body.encode())
+    assert status == 409 and "no frame is being streamed" in doc["error"]  # nothing to draw on yet
+    assert json.loads(_get(view.url + "stats.json")[2])["reanchor"] is False
+
+    view.publish(clip.frames[0])  # 160x120
+    assert json.loads(_get(view.url + "stats.json")[2])["reanchor"] is True
+    status, doc = _post(view.url + "reanchor", body.encode())
+    assert status == 200 and doc == {"ok": True, "boxes": [[20, 10, 60, 50], [100, 60, 40, 30]]}
+    assert got == [[(20, 10, 60, 50), (100, 60, 40, 30)]]
+    # Bounds are the streamed frame's, not a selection frame's (none was requested here).
+    view.publish(np.zeros((40, 50, 3), np.uint8))
+    status, doc = _post(view.url + "reanchor", body.encode())
+    assert status == 400 and "box 1 of 2" in doc["error"] and "50x40" in doc["error"]
+    assert len(got) == 1
+    # Re-anchoring is not a selection: a pending first-box request is untouched.
+    assert view.wait_boxes(timeout=0.05) is None
+
+    def boom(boxes):
+        raise RuntimeError("pipeline gone")
+
+    view.on_reanchor = boom
+    status, doc = _post(view.url + "reanchor", b'{"x": 1, "y": 1, "w": 5, "h": 5}')
+    assert status == 500 and "pipeline gone" in doc["error"]
+
+
+def test_reanchor_security_checks(view, clip):
+    got: list = []
+    view.on_reanchor = got.append
+    view.publish(clip.frames[0])
+    host = f"127.0.0.1:{view.port}"
+    body = b'{"boxes": [{"x": 20, "y": 10, "w": 60, "h": 50}]}'
+    status, doc = _raw(view, "POST", "/reanchor", {"Host": host, "Content-Type": "text/plain"}, body)
+    assert status == 415 and "/reanchor" in json.loads(doc)["error"]
+    status, _ = _raw(view, "POST", "/reanchor", {"Host": host, "Content-Type": "application/json",
+                                                 "Origin": "http://evil.example"}, body)
+    assert status == 403
+    status, _ = _raw(view, "POST", "/reanchor", {"Host": "evil.example", "Content-Type": "application/json"}, body)
+    assert status == 421
+    assert got == []
+    status, _ = _raw(view, "POST", "/reanchor", {"Host": host, "Content-Type": "application/json",
+                                                 "Origin": f"http://{host}"}, body)
+    assert status == 200 and got == [[(20, 10, 60, 50)]]
 
 
 def test_close_unblocks_waiting_stream_clients_and_wait_box(clip):
@@ -505,6 +615,8 @@ def test_browser_page_shows_stream_and_drag_selects_a_box(browser, tmp_path, cap
             sx, sy = _drag_box_on_canvas(
                 browser, target, natural, shot=lambda: _save_artifact(browser, tmp_path, "liveview_drag.png")
             )
+            assert view.wait_boxes(timeout=0.5) is None  # a drag only adds a box; "start" sends them
+            browser.find_element("id", "start").click()
             box = view.wait_box(timeout=20)
             assert box is not None, "the page did not post the dragged box"
             tol = 1.5 / min(sx, sy) + 1  # one CSS pixel of rounding at each end, in image pixels
@@ -516,11 +628,16 @@ def test_browser_page_shows_stream_and_drag_selects_a_box(browser, tmp_path, cap
             # A second selection, dragged with a finger (touch events), e.g. from a phone.
             view.request_box(big.frames[1])
             _wait_for(lambda: browser.find_element("id", "canvas").is_displayed(), what="the second selection")
-            finger = (100, 60, 300, 200)
-            _drag_box_on_canvas(browser, finger, natural, touch=True)
-            box = view.wait_box(timeout=20)
-            assert box is not None, "the page did not post the box dragged by touch"
-            assert all(abs(a - b) <= tol for a, b in zip(box, finger)), (box, finger, tol)
+            # Three boxes, the last one undone: the page sends the first two, in order.
+            finger, second = (100, 60, 300, 200), (500, 250, 200, 150)
+            for b in (finger, second, (20, 20, 80, 80)):
+                _drag_box_on_canvas(browser, b, natural, touch=True)
+            browser.find_element("id", "undo").click()
+            browser.find_element("id", "start").click()
+            boxes = view.wait_boxes(timeout=20)
+            assert boxes is not None and len(boxes) == 2, f"the page did not post the boxes dragged by touch: {boxes}"
+            for box, want in zip(boxes, (finger, second)):
+                assert all(abs(a - b) <= tol for a, b in zip(box, want)), (box, want, tol)
             _wait_for(lambda: browser.find_element("id", "stream").is_displayed(), what="the stream after the touch drag")
             frames_before = pub.count
             _wait_for(lambda: pub.count > frames_before + 3, what="more frames")
@@ -580,6 +697,7 @@ def test_browser_drag_starts_segmentation_end_to_end(browser, tmp_path):
         _wait_for(lambda: browser.find_element("id", "canvas").is_displayed(), what="the selection canvas")
         target = _bbox(clip.masks[0] > 0, pad=6, shape=(240, 320))
         _drag_box_on_canvas(browser, target, (320, 240))
+        browser.find_element("id", "start").click()
         assert done.wait(120), "segmentation did not finish"
         if "error" in result:
             raise result["error"]  # type: ignore[misc]

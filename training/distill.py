@@ -4,7 +4,7 @@ Why this recipe (docs/training.md has the measurements):
 - On 2 CPU cores a network cannot out-run classical flow, so it starts from one: the model gets the
   ``ultrafast-fine`` DIS field as a prior and predicts a residual (``RPMNetConfig.prior``).
 - The target is ``medium-fine`` DIS (finest scale 0), which propagates masks better than any preset we can
-  afford live but costs ~100 ms per frame: it is precomputed once per clip (`training.flow_cache`), so a
+  afford live but costs ~100 ms per frame: it is precomputed once per clip (`rtvos.training.flow_cache`), so a
   training step reads arrays and never runs DIS. No label is read anywhere.
 - The loss is on the field the Segmenter really uses: prior (at the stored scale) + the residual upsampled,
   against the teacher where it passes its forward–backward check (Charbonnier); where the teacher is not
@@ -12,7 +12,7 @@ Why this recipe (docs/training.md has the measurements):
 - Crops are cut at the scale inference sees: the stored short side is 2× the network's, so a 2× downscale
   of a crop is exactly what the Segmenter feeds the network for a 480p frame at ``--size`` 128.
 
-    python -m training.distill ~/rtvos-runs/teacher --out ~/rtvos-runs/dis1 --iters 6000 [--resume]
+    python -m rtvos.training.distill ~/rtvos-runs/teacher --out ~/rtvos-runs/dis1 --iters 6000 [--resume]
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class CachePairs(Dataset):
     def __init__(self, root: Path, crop: int, seed: int = 0) -> None:
         self.entries = sorted(p for p in Path(root).iterdir() if (p / "meta.json").exists())
         if not self.entries:
-            raise ValueError(f"no flow-cache entries under {root} (run python -m training.flow_cache first)")
+            raise ValueError(f"no flow-cache entries under {root} (run python -m rtvos.training.flow_cache first)")
         self.crop, self.seed = crop, seed
         self.index: list[tuple[int, int]] = []
         for i, e in enumerate(self.entries):
@@ -214,7 +214,7 @@ def train(cfg: DistillConfig) -> Path:
             meta = {"trained": True, "size": cfg.size, "model": cfg.model, "iterations": step,
                     "recipe": f"dis-distill (teacher cache {Path(cfg.cache).name}, hard weight {cfg.hard_weight})",
                     "data": f"{len(data.entries)} cached clips, {len(data)} pairs, no labels",
-                    "source": f"training.distill {out.name} step {step}"}
+                    "source": f"rtvos.training.distill {out.name} step {step}"}
             save_checkpoint(model, out / f"ckpt_{step:07d}.pt", meta=meta, half=False)
             tmp = out / f".state_{step:07d}.tmp"
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, tmp)
@@ -261,8 +261,8 @@ def plot_runs(runs: list[Path], out: Path, smooth: int = 10) -> Path:
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
-    if argv and argv[0] == "plot":  # python -m training.distill plot RUN [RUN ...] --out PNG
-        pp = argparse.ArgumentParser(prog="python -m training.distill plot")
+    if argv and argv[0] == "plot":  # python -m rtvos.training.distill plot RUN [RUN ...] --out PNG
+        pp = argparse.ArgumentParser(prog="python -m rtvos.training.distill plot")
         pp.add_argument("runs", nargs="+", type=Path)
         pp.add_argument("--out", type=Path, required=True)
         a = pp.parse_args(argv[1:])

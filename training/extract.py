@@ -4,7 +4,7 @@ Why: `PairDataset` caches whole decoded videos per worker; when the set is large
 re-decodes a clip at full resolution and the data loader becomes the bottleneck (and the caches cost GBs of
 RAM per worker). Frame folders are read per item (two small JPEGs), with no cache.
 
-    python -m training.extract /work/shared/data/videos --out /work/runs/frames256 --short 256
+    python -m rtvos.training.extract /work/shared/data/videos --out /work/runs/frames256 --short 256
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ mtime, presets, OpenCV version, scale, pair plan), so a changed clip or preset i
 Arrays are written under temporary names and the folder is renamed into place: a killed run leaves no
 half-written entry under a final name.
 
-    python -m training.flow_cache ../shared/data/videos --out ~/rtvos-runs/teacher --pairs 30 --workers 2
+    python -m rtvos.training.flow_cache ../shared/data/videos --out ~/rtvos-runs/teacher --pairs 30 --workers 2
 """
 
 from __future__ import annotations

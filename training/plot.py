@@ -1,6 +1,6 @@
 """Loss curve (and dev J&F points) from `rtvos train` CSV logs, for the README.
 
-    python -m training.plot RUN_DIR [RUN_DIR ...] --out docs/loss_curve.png [--label NAME ...]
+    python -m rtvos.training.plot RUN_DIR [RUN_DIR ...] --out docs/loss_curve.png [--label NAME ...]
         [--copy 0.259 --flow 0.460]
 
 Each RUN_DIR holds `train_log.csv` (step, loss, recon, teacher, ...) and optionally `val_log.csv`

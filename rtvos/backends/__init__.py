@@ -14,7 +14,7 @@ from torch import Tensor
 from ..models.rpmnet import RPMNet
 
 __all__ = ["Backend", "EagerBackend", "register_backend", "create_backend", "list_backends", "backend_status",
-           "resolve_backend", "AUTO"]
+           "resolve_backend", "resolve_device", "backend_names", "AUTO"]
 
 AUTO = "auto"  # the fastest backend verified on this device (see resolve_backend)
 
@@ -75,12 +75,29 @@ def list_backends() -> list[str]:
     return list(_BACKENDS)
 
 
+def backend_names() -> list[str]:
+    """Every name a `backend=` argument (and the CLI's --backend) accepts: "auto" first, then the registry's."""
+    return [AUTO, *list_backends()]
+
+
 def backend_status() -> dict[str, str]:
     out = {}
     for name, probe in _PROBES.items():
         reason = probe()
         out[name] = "available" if reason is None else f"unavailable: {reason}"
     return out
+
+
+def resolve_device(device: str | torch.device = AUTO) -> torch.device:
+    """"auto" → the first CUDA device when one is usable, else the CPU; anything else as torch parses it."""
+    if isinstance(device, torch.device):
+        return device
+    if device == AUTO:
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device {device!r} is not 'auto', 'cpu' or 'cuda[:N]' ({err})") from None
 
 
 def resolve_backend(name: str, device: torch.device, precision: str = "fp32") -> str:
@@ -97,7 +114,7 @@ def create_backend(
     name: str, model: RPMNet, size: tuple[int, int], device: torch.device, precision: str = "fp32"
 ) -> Backend:
     if name != AUTO and name not in _BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; expected one of {[AUTO, *list_backends()]}")
+        raise ValueError(f"unknown backend {name!r}; expected one of {backend_names()}")
     chosen = resolve_backend(name, device, precision)
     reason = _PROBES[chosen]()
     if reason is not None:

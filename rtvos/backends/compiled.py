@@ -11,6 +11,7 @@ Nothing is compiled at import or construction: torch.compile is lazy, the first 
 from __future__ import annotations
 
 import shutil
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -128,7 +129,7 @@ class CompiledBackend(Backend):
         dtype = torch.float16 if precision == "fp16" else None
         self.mode = compile_mode(device)
         self._cudagraphs = self.mode == "reduce-overhead"
-        opts = {"mode": self.mode, "dynamic": False, "fullgraph": True}
+        opts: dict[str, Any] = {"mode": self.mode, "dynamic": False, "fullgraph": True}
         self._step = torch.compile(StepModule(model, dtype), **opts)
         self._embed = torch.compile(EmbedModule(model, dtype), **opts)
         self._match = torch.compile(MatchModule(model, dtype), **opts)

@@ -251,7 +251,7 @@ def export_onnx(
     try:
         with torch.no_grad():
             ep = torch.export.export(module, args, strict=False)
-            table = {}
+            table: dict[Any, Any] = {}
             if deform == "gridsample":
                 ep = ep.run_decompositions({torch.ops.rtvos.deform_conv2d.default: _decompose_deform_conv2d})
             else:
@@ -270,6 +270,7 @@ def export_onnx(
                 )
     finally:
         model.train(was_training)
+    assert program is not None  # dynamo=True always returns an ONNXProgram
     proto = program.model_proto
     proto.ir_version = min(proto.ir_version, _IR_VERSION)
     if precision == "fp16":

@@ -30,11 +30,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
 from ..cache import user_cache_dir
+
+if TYPE_CHECKING:
+    from ..models.rpmnet import RPMNet
 
 __all__ = [
     "ROUTES",
@@ -111,7 +114,7 @@ def _build_via_onnx(model: torch.nn.Module, size: tuple[int, int], precision: st
     from .tensorrt_plugin import import_tensorrt
 
     trt = import_tensorrt()
-    path = export_onnx(model, size, kind, "gridsample")
+    path = export_onnx(cast("RPMNet", model), size, kind, "gridsample")
     parsed = parse_onnx_network(trt, path)
     builder, network = parsed.builder, parsed.network
     config = builder.create_builder_config()
@@ -134,7 +137,8 @@ def _build_via_torch_tensorrt(model: torch.nn.Module, size: tuple[int, int], pre
     h, w = size
     x = torch.rand(1, 3, h, w, device=device)
     args: tuple[torch.Tensor, ...] = (x,) if kind == "embed" else (x, torch.rand(1, 32, h // 4, w // 4, device=device))
-    module = (EmbedModule(model) if kind == "embed" else StepModule(model)).eval().to(device)
+    rpm = cast("RPMNet", model)
+    module = (EmbedModule(rpm) if kind == "embed" else StepModule(rpm)).eval().to(device)
     with torch.no_grad():
         ep = torch.export.export(module, args, strict=False)
     fn = torch_tensorrt.dynamo.convert_exported_program_to_serialized_trt_engine

@@ -114,7 +114,7 @@ def _smooth_noise(
     grid = rng.standard_normal((gh, gw, 3)).astype(np.float32)
     lum = rng.standard_normal((gh, gw, 1)).astype(np.float32)
     grid = chroma * grid + (1.0 - chroma) * lum
-    tex = cv2.resize(grid, (width, height), interpolation=cv2.INTER_CUBIC)
+    tex: np.ndarray = cv2.resize(grid, (width, height), interpolation=cv2.INTER_CUBIC)
     tex *= amplitude / max(float(tex.std()), 1e-6)
     return np.clip(tex + mean.astype(np.float32), 0, 255)
 
@@ -249,7 +249,7 @@ def make_synthetic_clip(
     masks: list[np.ndarray] = []
     for f in range(num_frames):
         ox, oy = bg_offsets[f]
-        img = cv2.remap(
+        img: np.ndarray = cv2.remap(
             background,
             grid_x + np.float32(margin + ox),
             grid_y + np.float32(margin + oy),

@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..io.base import InputError
+
 __all__ = [
     "DatasetError",
     "Sequence",
@@ -52,7 +54,7 @@ IMAGE_EXTS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp")
 VOID_LABEL = 255
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """A dataset folder is missing or malformed; the message is one line, fit to show to users."""
 
     def __init__(self, message: str) -> None:
@@ -292,59 +294,28 @@ def _davis_attributes(root: Path) -> dict[str, dict[str, Any]]:
 
 
 def _load_db_info(path: Path) -> list[Any]:
-    """`sequences:` list of DAVIS ``db_info.yml``; PyYAML if installed, else a parser for that file's shape."""
-    text = path.read_text()
+    """`sequences:` list of DAVIS ``db_info.yml`` (needs PyYAML: ``pip install "rtvos[eval]"``)."""
     try:
-        import yaml  # type: ignore[import-untyped]
+        text = path.read_text()
+    except OSError as e:
+        raise DatasetError(f"cannot read {path}: {e.strerror or e}") from None
+    return parse_db_info(text, path)
+
+
+def parse_db_info(text: str, path: str | os.PathLike[str] = "db_info.yml") -> list[Any]:
+    """The ``sequences:`` list of a DAVIS ``db_info.yml`` text, read with ``yaml.safe_load``."""
+    try:
+        import yaml
     except ImportError:
-        return parse_db_info(text)
+        raise DatasetError(f"reading {path} needs PyYAML: pip install 'rtvos[eval]'") from None
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise DatasetError(f"cannot parse {path} as YAML") from None
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" (line {where.line + 1})" if where is not None else ""
+        raise DatasetError(f"cannot parse {path} as YAML{at}") from None
     seqs = data.get("sequences", []) if isinstance(data, dict) else []
     return seqs if isinstance(seqs, list) else []
-
-
-def _scalar(text: str) -> Any:
-    t = text.strip()
-    if t.startswith("[") and t.endswith("]"):
-        return [_scalar(x) for x in t[1:-1].split(",") if x.strip()]
-    if len(t) >= 2 and t[0] == t[-1] and t[0] in "'\"":
-        return t[1:-1]
-    low = t.lower()
-    if low in ("true", "yes"):
-        return True
-    if low in ("false", "no"):
-        return False
-    if re.fullmatch(r"[-+]?\d+", t):
-        return int(t)
-    try:
-        return float(t)
-    except ValueError:
-        return t
-
-
-def parse_db_info(text: str) -> list[dict[str, Any]]:
-    seqs: list[dict[str, Any]] = []
-    inside = False
-    for raw in text.splitlines():
-        line = raw.split(" #")[0].rstrip()
-        if not line.strip():
-            continue
-        if not line.startswith((" ", "-")):
-            inside = line.startswith("sequences:")
-            continue
-        if not inside:
-            continue
-        body = line.strip()
-        if body.startswith("- "):
-            seqs.append({})
-            body = body[2:]
-        if ":" in body and seqs:
-            key, _, value = body.partition(":")
-            seqs[-1][key.strip()] = _scalar(value)
-    return seqs
 
 
 def read_davis(

@@ -95,6 +95,7 @@ class FrameSource(Protocol):
 
     def close(self) -> None:
         """Release decoder resources; safe to call more than once."""
+        return None  # explicit: a body-less Protocol method would be implicitly abstract to mypy
 
     def __enter__(self) -> FrameSource:
         return self

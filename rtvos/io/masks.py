@@ -159,3 +159,12 @@ def write_mask(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def check_mask_size(mask: np.ndarray, frame_hw: tuple[int, ...], mask_name: str = "first mask",
+                    frames_name: str = "the source") -> None:
+    """The one check that a first mask fits the frames: raises InputError naming both sizes (width x height)."""
+    h, w = int(frame_hw[0]), int(frame_hw[1])
+    if mask.shape != (h, w):
+        got = f"{mask.shape[1]}x{mask.shape[0]}" if mask.ndim == 2 else f"shape {mask.shape}"
+        raise InputError(f"{mask_name} is {got} but the frames of {frames_name} are {w}x{h}")

@@ -1,4 +1,5 @@
-"""First mask from a box: ``--box x,y,w,h`` or a box dragged in the live view.
+"""First mask from boxes and points: ``--box x,y,w,h`` (repeatable, one object each), ``--point x,y[,+|-]``, or
+boxes dragged in the live view.
 
 Streaming VOS needs a first-frame mask, and a box is the cheapest thing a
 user can give. OpenCV's GrabCut turns the box into an object mask without
@@ -20,12 +21,14 @@ import numpy as np
 
 from .base import InputError
 
-__all__ = ["MAX_GRABCUT_SIDE", "box_to_mask", "check_box", "parse_box"]
+__all__ = ["MAX_GRABCUT_SIDE", "Point", "box_to_mask", "check_box", "check_point", "parse_box", "parse_point",
+           "points_to_mask", "prompts_to_mask"]
 
 #: Longest side GrabCut runs at; larger frames are downscaled first (see module doc).
 MAX_GRABCUT_SIDE = 640
 
 Box = tuple[int, int, int, int]
+Point = tuple[int, int, bool]  # x, y, positive (False: a background click)
 
 _INT = r"\s*([+-]?\d+)\s*"
 _BOX_RE = re.compile(rf"^{_INT},{_INT},{_INT},{_INT}$")
@@ -71,7 +74,7 @@ def box_to_mask(image_rgb: np.ndarray, box: tuple[int, int, int, int], iteration
     rect_mask[y : y + h, x : x + w] = 1
 
     scale = min(1.0, MAX_GRABCUT_SIDE / max(height, width))
-    img = np.ascontiguousarray(image_rgb, dtype=np.uint8)
+    img: np.ndarray = np.ascontiguousarray(image_rgb, dtype=np.uint8)
     if scale < 1.0:
         small = (max(1, round(width * scale)), max(1, round(height * scale)))
         img = cv2.resize(img, small, interpolation=cv2.INTER_AREA)
@@ -99,3 +102,111 @@ def box_to_mask(image_rgb: np.ndarray, box: tuple[int, int, int, int], iteration
     if not fg.any():
         return rect_mask
     return fg
+
+
+_POINT_RE = re.compile(rf"^{_INT},{_INT}(?:,\s*([+-]|1|0|pos|neg)\s*)?$")
+
+
+def check_point(point: tuple[int, ...], frame_size: tuple[int, int] | None = None) -> Point:
+    """Validate (x, y) or (x, y, positive); ``frame_size`` is (height, width)."""
+    if len(point) not in (2, 3) or not all(isinstance(v, (int, np.integer, bool)) for v in point):
+        raise InputError(f"point must be x,y or x,y,positive (integers), got {point!r}")
+    x, y = int(point[0]), int(point[1])
+    positive = bool(point[2]) if len(point) == 3 else True
+    if x < 0 or y < 0:
+        raise InputError(f"point {x},{y} is outside the frame (x and y must be >= 0)")
+    if frame_size is not None and (x >= frame_size[1] or y >= frame_size[0]):
+        raise InputError(f"point {x},{y} is outside the {frame_size[1]}x{frame_size[0]} frame (width x height)")
+    return (x, y, positive)
+
+
+def parse_point(text: str, frame_size: tuple[int, int] | None = None) -> Point:
+    """Parse ``"x,y"`` (an object pixel), ``"x,y,+"`` or ``"x,y,-"`` (a background pixel; also 1/0)."""
+    m = _POINT_RE.match(str(text))
+    if m is None:
+        raise InputError(f"point {text!r} is not 'x,y' or 'x,y,+' / 'x,y,-' (integers separated by commas)")
+    sign = m.group(3)
+    return check_point((int(m.group(1)), int(m.group(2)), sign not in ("-", "0", "neg")), frame_size)
+
+
+def _seed_radius(shape: tuple[int, int]) -> int:
+    return max(2, round(0.015 * min(shape)))
+
+
+def points_to_mask(image_rgb: np.ndarray, points: list[Point], box: Box | None = None, iterations: int = 5) -> np.ndarray:
+    """H×W uint8 {0, 1} mask of one object from clicks (GrabCut seeded with the clicks, inside ``box`` if given).
+
+    Positive clicks are sure object (a small disc), negative ones sure background; with no box, the object is
+    looked for within a neighbourhood of the positive clicks. Without a positive click the mask is empty.
+    """
+    height, width = image_rgb.shape[:2]
+    pts = [check_point(p, (height, width)) for p in points]
+    pos = [(x, y) for x, y, s in pts if s]
+    if not pos and box is None:
+        raise InputError("points need at least one positive click (x,y or x,y,+) to define an object")
+    if box is not None:
+        x, y, w, h = check_box(box, (height, width))
+    else:  # the object is assumed within a window around the clicks (half the frame's short side across)
+        xs, ys = [p[0] for p in pos], [p[1] for p in pos]
+        pad = max(8, min(height, width) // 4)
+        x0, y0 = max(0, min(xs) - pad), max(0, min(ys) - pad)
+        x, y = x0, y0
+        w, h = min(width, max(xs) + pad + 1) - x0, min(height, max(ys) + pad + 1) - y0
+    scale = min(1.0, MAX_GRABCUT_SIDE / max(height, width))
+    img: np.ndarray = np.ascontiguousarray(image_rgb, dtype=np.uint8)
+    if scale < 1.0:
+        img = cv2.resize(img, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
+    sh, sw = img.shape[:2]
+    gc = np.full((sh, sw), cv2.GC_BGD, np.uint8)
+    bx0, by0 = int(x * sw / width), int(y * sh / height)
+    bx1, by1 = max(bx0 + 1, int(np.ceil((x + w) * sw / width))), max(by0 + 1, int(np.ceil((y + h) * sh / height)))
+    gc[by0:by1, bx0:bx1] = cv2.GC_PR_FGD
+    r = _seed_radius((sh, sw))
+    for px, py, positive in pts:
+        cv2.circle(gc, (int(px * sw / width), int(py * sh / height)), r, int(cv2.GC_FGD if positive else cv2.GC_BGD), -1)
+    fallback = np.zeros((height, width), np.uint8)
+    for px, py, positive in pts:
+        if positive:
+            cv2.circle(fallback, (px, py), max(1, int(r / scale)), 1, -1)
+    if box is not None and not pos:
+        fallback[y : y + h, x : x + w] = 1
+    if (gc == cv2.GC_BGD).all() or not ((gc == cv2.GC_BGD) | (gc == cv2.GC_PR_BGD)).any():
+        return fallback
+    bgd = np.zeros((1, 65), np.float64)
+    fgd = np.zeros((1, 65), np.float64)
+    try:
+        cv2.grabCut(img, gc, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)  # type: ignore[call-overload]  # stub: rect=None is valid with GC_INIT_WITH_MASK
+    except cv2.error:  # degenerate colour models: the clicked discs (or the box) themselves
+        return fallback
+    fg = ((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)).astype(np.uint8)
+    if scale < 1.0:
+        fg = (cv2.resize(fg.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR) >= 0.5).astype(np.uint8)
+    return fg if fg.any() else fallback
+
+
+def prompts_to_mask(image_rgb: np.ndarray, boxes: list[Box] = (), points: list[Point] = ()) -> np.ndarray:  # type: ignore[assignment]
+    """The first frame's id mask from prompts: each box is one object (ids 1, 2, ... in order), refined by the
+    clicks inside it; clicks outside every box make one more object. Later objects are drawn over earlier ones."""
+    if not (isinstance(image_rgb, np.ndarray) and image_rgb.ndim == 3 and image_rgb.shape[2] == 3):
+        got = getattr(image_rgb, "shape", type(image_rgb).__name__)
+        raise InputError(f"prompts need an HxWx3 image, got {got}")
+    if not boxes and not points:
+        raise InputError("no prompt: give at least one box or one positive point")
+    height, width = image_rgb.shape[:2]
+    bxs = [check_box(b, (height, width)) for b in boxes]
+    pts = [check_point(p, (height, width)) for p in points]
+    if len(bxs) + 1 > 255:
+        raise InputError(f"at most 254 objects, got {len(bxs)} boxes")
+
+    def inside(p: Point, b: Box) -> bool:
+        return b[0] <= p[0] < b[0] + b[2] and b[1] <= p[1] < b[1] + b[3]
+
+    ids = np.zeros((height, width), np.uint8)
+    for k, b in enumerate(bxs, start=1):
+        own = [p for p in pts if inside(p, b)]
+        m = points_to_mask(image_rgb, own, box=b) if own else box_to_mask(image_rgb, b)
+        ids[m.astype(bool)] = k
+    rest = [p for p in pts if not any(inside(p, b) for b in bxs)]
+    if rest:
+        ids[points_to_mask(image_rgb, rest).astype(bool)] = len(bxs) + 1
+    return ids

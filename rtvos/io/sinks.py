@@ -23,6 +23,7 @@ import numpy as np
 from .base import Frame, InputError
 from .masks import DAVIS_PALETTE, write_mask
 from .overlay import overlay as draw_overlay
+from .rle import object_boxes, rle_encode
 from .writer import VideoWriter
 
 if TYPE_CHECKING:
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "JsonlSink",
+    "MASK_VIDEO_MODES",
+    "MaskVideoSink",
     "LiveViewSink",
     "MaskSink",
     "SegmentedFrame",
@@ -38,6 +41,7 @@ __all__ = [
     "StreamInfo",
     "VideoSink",
     "WindowSink",
+    "check_output_folder",
     "display_available",
 ]
 
@@ -120,15 +124,22 @@ class Sink:
         return None
 
 
+MASK_VIDEO_MODES = ("color", "alpha")
+
+
 class VideoSink(Sink):
     """Overlay MP4 (H.264) at the source's frame rate."""
 
     name = "encode"  # its key in stages_ms
+    kind = "overlay"
 
     def __init__(self, path: str | os.PathLike[str], fps: float | None = None) -> None:
         self.path = Path(path)
         self.fps = fps
         self._writer: VideoWriter | None = None
+
+    def image(self, item: SegmentedFrame) -> np.ndarray:
+        return item.overlay()
 
     failed: str | None = None  # why the file is not a complete MP4 (a write or the final flush failed)
 
@@ -138,7 +149,7 @@ class VideoSink(Sink):
 
     def write(self, item: SegmentedFrame) -> None:
         assert self._writer is not None, "VideoSink.open was not called"
-        image = item.overlay()
+        image = self.image(item)
         t = time.perf_counter()
         try:
             self._writer.write(image)
@@ -163,8 +174,27 @@ class VideoSink(Sink):
 
     def describe(self) -> str:
         if self.failed:
-            return f"overlay: {self.path} is INCOMPLETE and may not play ({self.failed})"
-        return f"overlay: {self.path}"
+            return f"{self.kind}: {self.path} is INCOMPLETE and may not play ({self.failed})"
+        return f"{self.kind}: {self.path}"
+
+
+class MaskVideoSink(VideoSink):
+    """The masks as an MP4 for compositing: ``mode="color"`` paints each id in its palette colour, ``"alpha"``
+    is a matte (object white, background black). H.264 is lossy: use the PNGs where exact ids matter."""
+
+    name = "mask_video"
+    kind = "masks video"
+
+    def __init__(self, path: str | os.PathLike[str], mode: str = "color", fps: float | None = None) -> None:
+        if mode not in MASK_VIDEO_MODES:
+            raise InputError(f"mask video mode must be one of {MASK_VIDEO_MODES}, got {mode!r}")
+        super().__init__(path, fps)
+        self.mode = mode
+
+    def image(self, item: SegmentedFrame) -> np.ndarray:
+        if self.mode == "alpha":
+            return np.repeat(((item.mask > 0) * np.uint8(255))[..., None], 3, axis=2)
+        return np.asarray(item.palette, dtype=np.uint8)[item.mask]
 
 
 class MaskSink(Sink):
@@ -214,14 +244,16 @@ class JsonlSink(Sink):
     """One JSON object per frame, flushed per line so a killed run keeps its log.
 
     Fields: frame, source_index, pts_s, captured_s, output_s, latency_ms, step_ms, stages_ms, dropped,
-    objects ({"<id>": area_px}). Runs after every other sink, so ``output_s`` and ``latency_ms`` cover them.
+    objects ({"<id>": area_px}), boxes ({"<id>": [x1, y1, x2, y2] or null when lost}) and, with ``rle`` (the
+    default), rle ({"<id>": COCO RLE}, `rtvos.io.rle`). Runs after every other sink, so ``output_s`` and ``latency_ms`` cover them.
     """
 
     name = "jsonl"
     runs_last = True
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], rle: bool = True) -> None:
         self.path = Path(path)
+        self.rle = rle
         self._file: IO[str] | None = None
         self.lines = 0
 
@@ -234,11 +266,12 @@ class JsonlSink(Sink):
             raise InputError(f"cannot write JSON log {self.path}: {err.strerror or err}") from None
 
     @staticmethod
-    def record(item: SegmentedFrame) -> dict[str, Any]:
-        """The log line of one frame (output_s must be set)."""
+    def record(item: SegmentedFrame, rle: bool = False) -> dict[str, Any]:
+        """The log line of one frame (output_s must be set); ``rle`` adds each object's COCO RLE."""
         frame = item.frame
-        captured = getattr(frame, "captured_s", None)
-        captured = item.captured_s if captured is None else captured
+        captured = item.captured_s if frame.captured_s is None else frame.captured_s
+        ids = [i for i in item.step.object_ids if i != 0]
+        boxes = object_boxes(item.mask, ids)
         return {
             "frame": item.n,
             "source_index": frame.index,
@@ -250,11 +283,13 @@ class JsonlSink(Sink):
             "stages_ms": {k: _r(v) for k, v in item.stages_ms.items()},
             "dropped": int(item.dropped),
             "objects": {str(k): v for k, v in item.object_areas().items()},
+            "boxes": {str(k): None if np.isnan(b[0]) else [int(v) for v in b] for k, b in zip(ids, boxes)},
+            **({"rle": {str(k): rle_encode(item.mask == k) for k in ids}} if rle else {}),
         }
 
     def write(self, item: SegmentedFrame) -> None:
         assert self._file is not None, "JsonlSink.open was not called"
-        self._file.write(json.dumps(self.record(item), separators=(",", ":")) + "\n")
+        self._file.write(json.dumps(self.record(item, self.rle), separators=(",", ":")) + "\n")
         self._file.flush()
         self.lines += 1
 
@@ -399,3 +434,25 @@ class LiveViewSink(Sink):
     def describe(self) -> str | None:
         url = getattr(self.view, "url", None)
         return f"live:    {url}" if url else None
+
+
+#: What a run writes into its output folder; a folder holding any of these already has results.
+RESULT_PATTERNS = ("*.png", "*.mp4", "*.jsonl", "*.jpg")
+
+
+def check_output_folder(folder: str | os.PathLike[str], exist_ok: bool = False) -> None:
+    """Refuse an output folder that already holds results (stale frames would mix with new ones), unless
+    ``exist_ok``; then the old PNG masks are removed first, so the folder holds only this run's frames."""
+    root = Path(folder)
+    if not root.is_dir():
+        return
+    found = sorted({p for pat in RESULT_PATTERNS for p in root.glob(pat) if p.is_file()})
+    if not found:
+        return
+    if not exist_ok:
+        names = ", ".join(p.name for p in found[:3]) + (", ..." if len(found) > 3 else "")
+        raise InputError(f"output folder {root} already holds results ({len(found)} files: {names}); "
+                         "pass --exist-ok to overwrite them")
+    for p in found:
+        if p.suffix == ".png" and p.stem.isdigit():
+            p.unlink()

@@ -12,7 +12,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import av
 import cv2
@@ -113,7 +113,7 @@ class VideoFileSource(FrameSourceBase):
         if fps is not None:
             fps = check_fps(fps, str(self.path))  # before opening: nothing to leak
         self._open()
-        stream = self._container.streams.video[0]
+        stream = cast(Any, self._container).streams.video[0]  # set by _open()
         if fps is not None:
             self.fps = fps
         else:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import av
 import numpy as np
@@ -87,11 +87,11 @@ class VideoWriter:
         except (av.error.FFmpegError, OSError) as err:
             raise InputError(f"cannot create video file {self.path}: {err}") from None
         try:
-            stream = container.add_stream(self.codec, rate=self.rate)
+            stream = cast("av.VideoStream", container.add_stream(self.codec, rate=self.rate))  # a video codec
             stream.width = w + self._pad[1]
             stream.height = h + self._pad[0]
             stream.pix_fmt = self.pix_fmt
-            options = {"crf": str(self.crf)}
+            options: dict[str, object] = {"crf": str(self.crf)}
             if self.preset:
                 options["preset"] = self.preset
             if self.fragmented:  # bounded loss on a kill: a keyframe per FRAGMENT_S, no frames held back

@@ -84,6 +84,8 @@ class FCNResNet(nn.Module):
 
     stem_channels = 32
     out_channels = 32
+    mean: Tensor  # buffers (register_buffer in __init__)
+    std: Tensor
 
     def __init__(self, depth: int = 101, width: float = 1.0) -> None:
         super().__init__()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -135,11 +136,11 @@ class RPMNet(nn.Module):
         for m in self.modules():
             if isinstance(m, DeformConv2d):
                 nn.init.zeros_(m.offset_conv.weight)
-                nn.init.zeros_(m.offset_conv.bias)
+                nn.init.zeros_(cast(Tensor, m.offset_conv.bias))
         last = self.matching.flow_layer
-        nn.init.normal_(last.weight, std=1e-3)
+        nn.init.normal_(cast(Tensor, last.weight), std=1e-3)
         if last.bias is not None:
-            nn.init.zeros_(last.bias)
+            nn.init.zeros_(cast(Tensor, last.bias))
 
     def embed(self, x: Tensor) -> Tensor:
         """N×3×S×S RGB in [0, 1] → N×32×S/4×S/4."""

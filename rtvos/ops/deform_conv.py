@@ -24,7 +24,7 @@ the shapes:
 """
 
 import math
-from typing import Literal, Optional, Sequence, Union
+from typing import Any, Literal, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -180,7 +180,7 @@ def _sampling_grid(
     n = offset.shape[0]
     k = kh * kw
     off = offset.reshape(n, offset_groups, k, 2, out_h, out_w)
-    opts = {"device": offset.device, "dtype": offset.dtype}
+    opts: dict[str, Any] = {"device": offset.device, "dtype": offset.dtype}
     ys = torch.arange(out_h, **opts) * stride[0] - padding[0]
     xs = torch.arange(out_w, **opts) * stride[1] - padding[1]
     ty = torch.arange(kh, **opts) * dilation[0]
@@ -347,11 +347,11 @@ def _deform_conv2d_fake(
 def _setup_context(ctx: torch.autograd.function.FunctionCtx, inputs: tuple, output: Tensor) -> None:
     input, offset, weight, bias, stride, padding, dilation, mask = inputs
     ctx.save_for_backward(input, offset, weight, bias, mask)
-    ctx.conv_args = (list(stride), list(padding), list(dilation))
+    ctx.conv_args = (list(stride), list(padding), list(dilation))  # type: ignore[attr-defined]
 
 
 def _backward(
-    ctx: torch.autograd.function.FunctionCtx, grad_output: Tensor
+    ctx: Any, grad_output: Tensor  # a FunctionCtx; its stub lacks saved_tensors, needs_input_grad, conv_args
 ) -> tuple[Optional[Tensor], ...]:
     """Recompute the differentiable PyTorch forward and let autograd differentiate it: the
     op stays a single opaque node for export, yet needs no hand-written backward kernel.
