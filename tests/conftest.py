@@ -33,3 +33,18 @@ def _isolated_cache(tmp_path_factory):
         os.environ["RTVOS_CACHE"] = old
     if old_dir is not None:
         os.environ["RTVOS_CACHE_DIR"] = old_dir
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """`rtvos -v` configures logging for the process (as a CLI should); tests call main() in-process, so put the
+    root and rtvos loggers back after each test instead of letting one test's -vv leak DEBUG lines into another."""
+    import logging
+
+    root, lib = logging.getLogger(), logging.getLogger("rtvos")
+    saved = (root.level, list(root.handlers), lib.level, list(lib.handlers))
+    yield
+    root.setLevel(saved[0])
+    root.handlers[:] = saved[1]
+    lib.setLevel(saved[2])
+    lib.handlers[:] = saved[3]
