@@ -37,14 +37,16 @@ def _isolated_cache(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def _restore_logging():
-    """`rtvos -v` configures logging for the process (as a CLI should); tests call main() in-process, so put the
-    root and rtvos loggers back after each test instead of letting one test's -vv leak DEBUG lines into another."""
+    """`rtvos -v` configures logging for the process (as a CLI should); tests call main() in-process, so drop the
+    CLI's stderr handler and level before and after each test instead of letting one run's -vv leak DEBUG lines
+    into another test's stderr."""
     import logging
 
-    root, lib = logging.getLogger(), logging.getLogger("rtvos")
-    saved = (root.level, list(root.handlers), lib.level, list(lib.handlers))
+    def reset() -> None:
+        root = logging.getLogger()
+        root.handlers[:] = [h for h in root.handlers if type(h).__name__ != "StderrHandler"]
+        logging.getLogger("rtvos").setLevel(logging.NOTSET)
+
+    reset()
     yield
-    root.setLevel(saved[0])
-    root.handlers[:] = saved[1]
-    lib.setLevel(saved[2])
-    lib.handlers[:] = saved[3]
+    reset()
