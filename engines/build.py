@@ -7,24 +7,5 @@ directory (``$RTVOS_ENGINE_DIR``, else ``engines/`` under ``$RTVOS_CACHE_DIR`` /
 
 from __future__ import annotations
 
-from rtvos.backends.tensorrt_engines import (
-    ROUTES,
-    ParsedNetwork,
-    build_engine,
-    engine_dir,
-    engine_key,
-    engine_path,
-    gpu_name,
-    parse_onnx_network,
-)
-
-__all__ = [
-    "ROUTES",
-    "ParsedNetwork",
-    "build_engine",
-    "engine_dir",
-    "engine_key",
-    "engine_path",
-    "gpu_name",
-    "parse_onnx_network",
-]
+from rtvos.backends.tensorrt_engines import *  # noqa: F403 - a re-export module
+from rtvos.backends.tensorrt_engines import __all__ as __all__  # one list of the re-exported names

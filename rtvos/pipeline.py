@@ -277,6 +277,10 @@ class Pipeline:
         self._ran = False
         self._base = {"dropped": 0, "reconnects": 0}
         self._inline_it: Iterator[Frame] | None = None
+        self._inline_clock = Timer()  # decode runs on the host: no device sync
+        self._opened: list[Sink] = []  # sinks opened so far (closed at the end, also after an error)
+        self._active: list[Sink] = []  # written in order ...
+        self._last: list[Sink] = []  # ... then these (runs_last: they see every other sink's time)
         self._reanchor: FirstMask | None = None
         self._reanchor_lock = threading.Lock()
 
@@ -465,22 +469,26 @@ class Pipeline:
                 continue
             return item
 
-    def _read_inline(self) -> _Decoded | _End:
-        """Sequential mode: decode on the calling thread (no overlap; what a latency measurement wants)."""
-        self._check_writer()
-        if self._inline_it is None:
-            self._inline_it = iter(self.source)
-        clock = Timer()  # decode runs on the host: no device sync
+    def _decode_next(self, it: Iterator[Frame], clock: Timer) -> _Decoded | None:
+        """Next frame of ``it`` with its decode time, capture stamp and the source's drop count; None at the end."""
         clock.start()
         try:
-            frame = next(self._inline_it)
+            frame = next(it)
         except StopIteration:
-            return _End()
+            return None
         decode_ms = clock.lap("decode")
         src = self._source_stats()
         self.stats.reconnects = src["reconnects"]
         captured = frame.captured_s
         return _Decoded(frame, time.time() if captured is None else float(captured), decode_ms, src["dropped"])
+
+    def _read_inline(self) -> _Decoded | _End:
+        """Sequential mode: decode on the calling thread (no overlap; what a latency measurement wants)."""
+        self._check_writer()
+        if self._inline_it is None:
+            self._inline_it = iter(self.source)
+        item = self._decode_next(self._inline_it, self._inline_clock)
+        return _End() if item is None else item
 
     def _put_output(self, item: SegmentedFrame) -> None:
         while True:
@@ -509,17 +517,9 @@ class Pipeline:
             read = 0
             clock = Timer()  # decode runs on the host: no device sync
             while not self._stop_reader.is_set() and (limit is None or read < limit):
-                clock.start()
-                try:
-                    frame = next(it)
-                except StopIteration:
+                item = self._decode_next(it, clock)
+                if item is None:
                     break
-                decode_ms = clock.lap("decode")
-                captured = frame.captured_s
-                src = self._source_stats()
-                self.stats.reconnects = src["reconnects"]
-                item = _Decoded(frame, time.time() if captured is None else float(captured), decode_ms,
-                                src["dropped"])
                 if self.drop_stale:
                     self._offer_latest(item)
                 else:
@@ -584,7 +584,6 @@ class Pipeline:
 
     # -- writer thread ---------------------------------------------------------------------------------------
     def _open_sinks(self, info: StreamInfo) -> None:
-        self._opened: list[Sink] = []
         for sink in self.sinks:
             sink.open(info)
             self._opened.append(sink)
@@ -607,7 +606,7 @@ class Pipeline:
         self.stats.record(item)
 
     def _close_sinks(self) -> None:
-        for sink in getattr(self, "_opened", []):
+        for sink in self._opened:
             try:
                 sink.close()
             except BaseException as err:

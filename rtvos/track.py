@@ -87,8 +87,8 @@ def _open(source: SourceLike, *, bgr: bool, fps: float | None, policy: str | Non
     raise InputError(f"source must be a path, URL, webcam index, FrameSource or frames, got {type(source).__name__}")
 
 
-def _first_mask(mask: MaskLike | None, boxes: Sequence[Sequence[int]] | None, points: Sequence[Sequence[int]] | None,
-                bgr: bool) -> tuple[np.ndarray | Callable[[Frame], np.ndarray], np.ndarray]:
+def _first_mask(mask: MaskLike | None, boxes: Sequence[Sequence[int]] | None,
+                points: Sequence[Sequence[int]] | None) -> tuple[np.ndarray | Callable[[Frame], np.ndarray], np.ndarray]:
     """The pipeline's first mask (an array or a function of the first frame) and the palette."""
     if mask is not None and (boxes or points):
         raise InputError("give either mask= or boxes=/points=, not both")
@@ -223,7 +223,7 @@ def track(
     ``sinks`` (e.g. `rtvos.io.sinks.MaskSink`) run on the writer thread as in the CLI.
     Misuse (a bad prompt, a missing file) raises `InputError` here, before the model loads.
     """
-    first, own_palette = _first_mask(mask, boxes, points, bgr)
+    first, own_palette = _first_mask(mask, boxes, points)
     palette = own_palette if palette is None else np.asarray(palette, dtype=np.uint8)
     config = PipelineConfig(max_frames=max_frames, progress=progress, threaded=threaded,
                             drop_stale=False if policy == "block" else None)
