@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from rtvos.appearance import APPEARANCE_MODES, DEFAULT_APPEARANCE
 from rtvos.backends import backend_names, resolve_device
 
 
@@ -18,10 +19,17 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--dataset", default="davis2017", help="davis2016 | davis2017 | segtrack | youtube-objects")
     p.add_argument("--resolution", default="480p", help="DAVIS resolution folder (default 480p)")
     p.add_argument("--out", default="rtvos_eval", help="output folder: <out>/<method>/<seq>/%%05d.png + tables")
-    p.add_argument("--method", nargs="+", default=["rpmnet"], metavar="METHOD",
-                   help="rpmnet | rpmnet-paper | copy | flow | flow-plain, each scored (default rpmnet: --model, i.e. the "
-                   "shipped default). rpmnet-paper: the shipped paper-architecture model; flow: DIS through the "
-                   "Segmenter's own propagator; flow-plain: the classic hard-label DIS baseline")
+    p.add_argument("--method", nargs="+", default=["default"], metavar="METHOD",
+                   help="default | rpmnet | rpmnet-paper | copy | flow | flow-plain, each scored (default: default, i.e. "
+                   "--model as `rtvos segment` runs it). rpmnet: the trained RPM-Net network (--model when it names one); "
+                   "rpmnet-paper: the shipped paper-architecture model; flow: DIS through the Segmenter's own "
+                   "propagator, no appearance; flow-plain: the classic hard-label DIS baseline")
+    p.add_argument("--appearance", nargs="+", default=[DEFAULT_APPEARANCE], choices=APPEARANCE_MODES,
+                   help=f"appearance stage(s) for default / rpmnet / rpmnet-paper; several give one result each "
+                   f"(default {DEFAULT_APPEARANCE})")
+    p.add_argument("--appearance-set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override appearance settings (rtvos.appearance.GridConfig fields), e.g. fb_preset=none "
+                   "lost_ratio=0 recent_weight=0: the stage-by-stage A/B")
     p.add_argument("--flow-preset", nargs="+", default=["medium"], metavar="PRESET",
                    help="DIS preset(s) for flow / flow-plain (ultrafast, fast, medium, ultrafast-fine, medium-fine); "
                    "several give one result each (default medium)")
@@ -32,9 +40,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--results", default=None,
                    help="score existing predictions in this folder (<results>/<seq>/*.png); runs no method")
     p.add_argument("--model", "--weights", dest="model", default="default",
-                   help="rpmnet model: 'default', a registered name or a checkpoint path")
+                   help="model of the default / rpmnet methods: 'default', a name `rtvos info` lists, or a checkpoint path")
     p.add_argument("--matching", default="deformable", help="matching variant for a registered (untrained) model")
-    p.add_argument("--backend", default="eager", choices=backend_names(), help="inference backend (see `rtvos info`)")
+    p.add_argument("--backend", default="auto", choices=backend_names(), help="inference backend (see `rtvos info`)")
     p.add_argument("--size", type=int, default=None, help="model input size S, a multiple of 64 (default: the checkpoint's training size, else 512)")
     p.add_argument("--device", default="auto", help="torch device for rpmnet and the fast CRF: auto (CUDA when usable, else cpu), cpu, cuda:N")
     p.add_argument("--mask-resolution", choices=("full", "model"), default="full")
@@ -42,6 +50,34 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--json", metavar="PATH", dest="json_out", default=None, help="also write the machine-readable summary to PATH")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
+
+
+def parse_appearance_set(items: list[str]) -> Any:
+    """KEY=VALUE strings → a GridConfig (None when empty); values parse as the field's type."""
+    if not items:
+        return None
+    import dataclasses
+
+    from rtvos.appearance import GridConfig
+
+    fields = {f.name: f for f in dataclasses.fields(GridConfig)}
+    base = GridConfig()
+    kw: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in fields:
+            raise ValueError(f"--appearance-set {item!r}: expected KEY=VALUE with KEY one of {', '.join(fields)}")
+        current = getattr(base, key)
+        try:
+            if value.lower() == "none":
+                kw[key] = None
+            elif isinstance(current, tuple):
+                kw[key] = tuple(type(current[0])(v) for v in value.split(","))
+            else:
+                kw[key] = type(current)(value) if current is not None else value
+        except ValueError:
+            raise ValueError(f"--appearance-set {item!r}: {value!r} is not a valid {key}") from None
+    return GridConfig(**kw)
 
 
 def _fmt(x: float | None) -> str:
@@ -100,26 +136,36 @@ def run(args: argparse.Namespace) -> int:
 
         device = str(resolve_device(args.device))
 
-        model: Any = args.model
-        if "rpmnet" in args.method:
-            from rtvos.models.hub import load_model
+        from rtvos.eval.runner import APPEARANCE_METHODS
 
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                model = load_model(args.model, matching=args.matching)  # fail fast on a bad --model
-            for w in caught:
-                print(f"warning: {w.message}")
+        app_config = parse_appearance_set(args.appearance_set)
+        models: dict[str, Any] = {}
+        for m in ("default", "rpmnet"):
+            if m in args.method:
+                from rtvos.models.hub import load_model, load_network
 
-        # flow methods run once per preset, labelled flow-<preset> / flow-plain-<preset>.
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    load = load_model if m == "default" else load_network
+                    models[m] = load(args.model, matching=args.matching)  # fail fast on a bad --model
+                for w in caught:
+                    print(f"warning: {w.message}")
+
+        # flow methods run once per preset (flow-<preset> / flow-plain-<preset>); the appearance methods once per
+        # --appearance, suffixed +<mode> when it is not the default.
         plan = {}
         for m in args.method:
             for preset in (args.flow_preset if m.startswith("flow") else [None]):
-                plan[m if preset is None else f"{m}-{preset}"] = (m, preset or "medium")
+                for app in (args.appearance if m in APPEARANCE_METHODS else ["none"]):
+                    label = m if preset is None else f"{m}-{preset}"
+                    label += f"+{app}" if m in APPEARANCE_METHODS and app != DEFAULT_APPEARANCE else ""
+                    plan[label] = (m, preset or "medium", app)
 
         def factory(label: str) -> Any:
-            name, preset = plan[label]
-            return build_method(name, model, args.size, device, args.backend, args.mask_resolution,
-                                args.matching, flow_preset=preset, propagation=args.propagation)
+            name, preset, app = plan[label]
+            return build_method(name, models.get(name, args.model), args.size, device, args.backend,
+                                args.mask_resolution, args.matching, flow_preset=preset, propagation=args.propagation,
+                                appearance=app, appearance_config=app_config)
         runs = run_benchmark(sequences, out, list(plan), args.crf, args.set_name, args.workers,
                              progress=not args.quiet, method_factory=factory, crf_device=device)
     summaries = {r.label: run_summary(r, sequences) for r in runs}

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from rtvos.appearance import APPEARANCE_MODES, DEFAULT_APPEARANCE
 from rtvos.backends import backend_names, resolve_device
 
 if TYPE_CHECKING:
@@ -63,7 +64,11 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
     out.add_argument("--serve", metavar="HOST:PORT",
                      help="live view in the browser (MJPEG), e.g. 127.0.0.1:8080 or :8080 (port 0: any free port)")
     model = p.add_argument_group("model")
-    model.add_argument("--model", default="default", help="'default', a registered model name, or a checkpoint path")
+    model.add_argument("--model", default="default",
+                       help="'default' (DIS flow + appearance, no network), a name `rtvos info` lists, or a checkpoint path")
+    model.add_argument("--appearance", default=DEFAULT_APPEARANCE, choices=APPEARANCE_MODES,
+                       help="grid: fuse the propagated scores with a causal colour model that follows the object "
+                       f"(re-detects lost objects); none: flow propagation alone (default {DEFAULT_APPEARANCE})")
     model.add_argument("--size", type=int, default=None, help="model input size S, multiple of 64 (default: model's)")
     model.add_argument("--device", default="auto", help="torch device: auto (CUDA when usable, else cpu), cpu or cuda:N")
     model.add_argument("--threads", type=int, default=None,
@@ -135,13 +140,14 @@ def load_segmenter(args: argparse.Namespace) -> Segmenter:
         print("!" * 100 + f"\n!! WARNING: {model.meta.get('source')}: the model is NOT TRAINED; masks are "
               "meaningless (plumbing only).\n" + "!" * 100, file=sys.stderr)
     seg = rtvos.Segmenter(model, size=args.size, device=resolve_device(args.device),
-                          mask_resolution=args.mask_resolution, backend=args.backend, precision=args.precision)
+                          mask_resolution=args.mask_resolution, backend=args.backend, precision=args.precision,
+                          appearance=args.appearance)
     if not getattr(args, "quiet", False):
         from rtvos.backends import resolve_backend
 
-        print(f"rtvos: model {model.meta.get('source', args.model)}, S={seg.size_spec} backend "
-              f"{resolve_backend(args.backend, seg.device, args.precision)} {args.precision} on {seg.device}",
-              file=sys.stderr)
+        net = (f", S={seg.size_spec} backend {resolve_backend(args.backend, seg.device, args.precision)} "
+               f"{args.precision}" if seg.has_network else "")
+        print(f"rtvos: {seg.describe()}{net} on {seg.device}", file=sys.stderr)
     return seg
 
 
@@ -249,7 +255,8 @@ def run_stream(
             return 0
         raise InputError(f"no frames decoded from {src.name}")
     s = seg.size
-    print(summary.describe() + f"\nmodel: input {s[0]}x{s[1]} (short side {seg.size_spec}), {seg.device}")
+    net = f"network input {s[0]}x{s[1]} (short side {seg.size_spec}), " if seg.has_network else ""
+    print(summary.describe() + f"\nmodel: {seg.describe()}; {net}{seg.device}")
     for sink in sinks:
         if sink.name != "live" and (line := sink.describe()):
             print(line)

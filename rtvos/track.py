@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from .appearance import DEFAULT_APPEARANCE
 from .io.base import Frame, FrameSource, FrameSourceBase, InputError
 from .io.masks import DAVIS_PALETTE, check_mask_size, read_mask
 from .io.prompt import Box, Point, check_point, prompts_to_mask
@@ -176,7 +177,7 @@ class Tracking:
 
 
 def _segmenter(model: Any, *, size: int | None, device: str, backend: str, precision: str, propagation: str,
-               mask_resolution: str) -> Any:
+               mask_resolution: str, appearance: str) -> Any:
     from .backends import resolve_device
     from .models import load_model
     from .segmenter import Segmenter
@@ -185,7 +186,7 @@ def _segmenter(model: Any, *, size: int | None, device: str, backend: str, preci
         return model
     net = load_model(model) if isinstance(model, (str, os.PathLike)) else model
     return Segmenter(net, size=size, device=resolve_device(device), backend=backend, precision=precision,
-                     propagation=propagation, mask_resolution=mask_resolution)
+                     propagation=propagation, mask_resolution=mask_resolution, appearance=appearance)
 
 
 def track(
@@ -201,6 +202,7 @@ def track(
     precision: str = "fp32",
     propagation: str = "soft",
     mask_resolution: str = "full",
+    appearance: str = DEFAULT_APPEARANCE,
     bgr: bool = False,
     fps: float | None = None,
     max_frames: int | None = None,
@@ -218,8 +220,9 @@ def track(
     ``bgr=True``; results' images and plots then come back in BGR too). Prompt, exactly one kind: ``mask`` (an
     H×W id array, a PNG path, or a function of the first `Frame`), ``boxes`` [(x1, y1, x2, y2), ...] (one
     object each) and/or ``points`` [(x, y) or (x, y, positive), ...] (clicks inside a box refine it; the rest
-    make one more object). ``model``: "default", a registered name, a checkpoint path, a loaded model or a
-    ready `Segmenter`. ``palette`` (256×3) colours plots and PNGs (default: the mask PNG's, else DAVIS's).
+    make one more object). ``model``: "default", a name `rtvos.models.model_names()` lists, a checkpoint path,
+    a loaded model or a ready `Segmenter`; ``appearance``: "grid" (the causal colour model fused with the
+    propagated scores) or "none". ``palette`` (256×3) colours plots and PNGs (default: the mask PNG's, else DAVIS's).
     ``sinks`` (e.g. `rtvos.io.sinks.MaskSink`) run on the writer thread as in the CLI.
     Misuse (a bad prompt, a missing file) raises `InputError` here, before the model loads.
     """
@@ -232,7 +235,7 @@ def track(
         if isinstance(first, np.ndarray) and src.size[0] > 0:
             check_mask_size(first, src.size, "mask", str(src.name))
         seg = _segmenter(model, size=size, device=device, backend=backend, precision=precision,
-                         propagation=propagation, mask_resolution=mask_resolution)
+                         propagation=propagation, mask_resolution=mask_resolution, appearance=appearance)
     except BaseException:
         src.close()
         raise

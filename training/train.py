@@ -250,7 +250,7 @@ def validate(model: torch.nn.Module, sequences: list[Any], size: int, device: st
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="rtvos_val_") as tmp:
-        stepper = build_method("rpmnet", model, size=size, device=str(device))
+        stepper = build_method("rpmnet", model, size=size, device=str(device), backend="eager", appearance="none")
         run = run_method(stepper, sequences, tmp, "rpmnet", "none", progress=False)[0]
         g = score_results(sequences, run.results_dir).global_table()
     return {"jf": float(g["J&F-Mean"]), "j": float(g["J-Mean"]), "f": float(g["F-Mean"]),

@@ -34,6 +34,8 @@ def format_report(r: dict[str, Any]) -> str:
         f"{s['warmup']} warm-up + {s['frames']} frames, clock {s['clock']['end_to_end']}"
         + (", env " + " ".join(f"{k}={val}" for k, val in s["env"].items()) if s.get("env") else ""),
     ]
+    if s.get("pipeline_model"):
+        lines.append(f"pipeline {s['pipeline_model']}; backend rows: {s.get('backends_network', s['model'])}")
     if s.get("backend_note"):
         lines.append(f"note     {s['backend_note']}")
     e = r["end_to_end"]

@@ -410,8 +410,9 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] | None = None)
 
 
 def _run(config: BenchConfig, workdir: Path, say: Callable[[str], None]) -> dict[str, Any]:
-    from .. import load_model
+    from .. import load_model, load_network
     from ..backends import backend_status
+    from ..models.rpmnet import RPMNet
     from ..eval.baselines import FlowBaseline
     from ..models import RandomWeightsWarning
 
@@ -421,7 +422,10 @@ def _run(config: BenchConfig, workdir: Path, say: Callable[[str], None]) -> dict
     source = _prepare_source(config, workdir)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RandomWeightsWarning)
-        model = load_model(config.model)
+        tracked = load_model(config.model)
+        # A model without a network (the default: DIS + appearance) runs the pipeline passes; the backend passes
+        # (step per backend, cached vs uncached, compute floor) time the default network, what `--model NAME` runs.
+        model = tracked if isinstance(tracked, RPMNet) else load_network("default")
     random_weights = any(issubclass(w.category, RandomWeightsWarning) for w in caught) or not model.meta.get(
         "trained", False)
     status = backend_status()
@@ -460,11 +464,13 @@ def _run(config: BenchConfig, workdir: Path, say: Callable[[str], None]) -> dict
             raise RuntimeError(f"the eager backend failed: {backends['eager-fp32']['reason']}")
         built[("eager", "fp32")] = got
     primary_seg, primary_build_s = built[(primary, primary_precision)]
+    pipeline_seg = primary_seg if tracked is model else _make_segmenter(tracked, config, "auto", "fp32",
+                                                                         source.first_mask.shape)
 
     # -- pass 1: the whole pipeline through rtvos.pipeline.Pipeline, sequential: per stage and end to end ------
     say(f"pipeline: {primary} on {source.description}, {config.warmup} warm-up + {config.frames} frames "
         "(Pipeline, threaded=False)")
-    seq = _sequential_pass(primary_seg, source, config, workdir, clock, primary_build_s)
+    seq = _sequential_pass(pipeline_seg, source, config, workdir, clock, primary_build_s)
     setup_primary, loops, frame_size = seq["setup_s"], seq["loops"], seq["frame_size"]
     e2e, step_samples = seq["e2e"], seq["step"]
     stage_samples = {k: seq["stages"][k] for k in _stage_order(seq["stages"])}
@@ -477,7 +483,7 @@ def _run(config: BenchConfig, workdir: Path, say: Callable[[str], None]) -> dict
     # -- pass 1b: throughput through the threaded Pipeline that `rtvos segment` runs (same sinks), so the fps a
     # user gets is measured by the same code path, not inferred from the sequential pass.
     say(f"threaded pipeline: {primary}, {config.frames} frames into PNG masks + an overlay MP4")
-    end_to_end["threaded"] = _threaded_pass(primary_seg, source, config, workdir)
+    end_to_end["threaded"] = _threaded_pass(pipeline_seg, source, config, workdir)
 
     # -- pass 2: every backend's step on the same frames, the eager fp32 reference first -----------------------
     # Eager fp32 always runs: it is the IoU reference (under its own key when eager itself is asked at fp16).
@@ -616,7 +622,9 @@ def _run(config: BenchConfig, workdir: Path, say: Callable[[str], None]) -> dict
         "frame_size": list(frame_size),
         "source_loops": loops,
         "model": config.model,
-        "model_arch": type(model).__name__ + (f" ({model.meta.get('source')})" if model.meta.get("source") else ""),
+        "model_arch": type(tracked).__name__ + (f" ({tracked.meta.get('source')})" if tracked.meta.get("source") else ""),
+        "pipeline_model": pipeline_seg.describe(),
+        "backends_network": str(model.meta.get("source", type(model).__name__)),
         "random_weights": bool(random_weights),
         "size": list(size),
         "precision": config.precision,

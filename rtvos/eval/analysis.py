@@ -71,7 +71,7 @@ def run_ablation(
 
     for e in entries:
         label = f"r{e.depth}-{e.matching}"
-        stepper = stepper_factory(e) if stepper_factory else build_method("rpmnet", str(e.path), size, device)
+        stepper = stepper_factory(e) if stepper_factory else build_method("rpmnet", str(e.path), size, device, backend="eager", appearance="none")
         (run,) = run_method(stepper, sequences, out_dir, label, "none", progress)
         run.scores = score_results(sequences, run.results_dir, workers)
         g = run.scores.global_table()

@@ -24,11 +24,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..appearance import DEFAULT_APPEARANCE
 from .crf import CRF_MODES, refine_mask
 from .datasets import Sequence
 from .metrics import DatasetScores, evaluate_dataset
 
 __all__ = [
+    "APPEARANCE_METHODS",
     "METHODS",
     "MethodRun",
     "attribute_table",
@@ -43,10 +45,12 @@ __all__ = [
     "write_report",
 ]
 
-# flow: DIS through the Segmenter's own propagator (differs from rpmnet only in where the field comes from);
-# flow-plain: the classic hard-label, border-replicating DIS baseline, kept for its own numbers.
-# rpmnet-paper: the shipped paper-architecture model (no prior), for its own numbers next to the default.
-METHODS: tuple[str, ...] = ("rpmnet", "rpmnet-paper", "copy", "flow", "flow-plain")
+# default: `--model` ('default': DIS + the appearance stage) as users run it; rpmnet: a trained RPM-Net network
+# ('default': the shipped DEFAULT_NETWORK); rpmnet-paper: the shipped paper-architecture model; flow: DIS through the
+# Segmenter's own propagator with no appearance (the baseline the default builds on); flow-plain: the classic
+# hard-label, border-replicating DIS baseline, kept for its own numbers.
+METHODS: tuple[str, ...] = ("default", "rpmnet", "rpmnet-paper", "copy", "flow", "flow-plain")
+APPEARANCE_METHODS = ("default", "rpmnet", "rpmnet-paper")  # the methods that take an appearance mode
 
 
 class Stepper(Protocol):
@@ -81,14 +85,16 @@ def build_method(
     model: Any = "default",
     size: int | None = None,
     device: str = "cpu",
-    backend: str = "eager",
+    backend: str = "auto",
     mask_resolution: str = "full",
     matching: str = "deformable",
     flow_preset: str = "medium",
     propagation: str = "soft",
+    appearance: str = DEFAULT_APPEARANCE,
+    appearance_config: Any = None,
 ) -> Stepper:
-    """A fresh stepper for a method name; rpmnet loads ``model`` ('default', registered name or checkpoint)
-    or uses it as is when it is an already loaded RPMNet."""
+    """A fresh stepper for a method name. ``model`` (default, rpmnet): a `load_model` name or path, or an already
+    loaded model; ``appearance`` applies to `APPEARANCE_METHODS`."""
     if name == "copy":
         from .baselines import CopyBaseline
 
@@ -97,26 +103,25 @@ def build_method(
         from .baselines import FlowBaseline
 
         return FlowBaseline(flow_preset)  # DISFlow names the presets when this one is unknown
-    if name == "flow":
-        from ..segmenter import Segmenter
+    from ..segmenter import Segmenter
 
-        return _SegmenterStepper(Segmenter(None, flow_preset=flow_preset, device=device, propagation=propagation))
-    if name in ("rpmnet", "rpmnet-paper"):
-        from ..models.hub import load_model
-        from ..models.rpmnet import RPMNet
-        from ..segmenter import Segmenter
+    if name == "flow":
+        return _SegmenterStepper(Segmenter(None, flow_preset=flow_preset, device=device, propagation=propagation,
+                                           appearance="none"))
+    if name in APPEARANCE_METHODS:
+        from ..models.hub import load_model, load_network
 
         if name == "rpmnet-paper":
-            net, size = load_model("rpmnet_r18_paper"), None
+            net, size = load_network("rpmnet_r18_paper"), None
+        elif not isinstance(model, (str, os.PathLike)):
+            net = model
         else:
-            net = model if isinstance(model, RPMNet) else load_model(model, matching=matching)
+            net = load_model(model, matching=matching) if name == "default" else load_network(model, matching=matching)
         return _SegmenterStepper(
             Segmenter(net, size=size, device=device, mask_resolution=mask_resolution, backend=backend,
-                      propagation=propagation)
+                      propagation=propagation, appearance=appearance, appearance_config=appearance_config)
         )
     raise ValueError(f"unknown method {name!r}; expected one of {', '.join(METHODS)}")
-
-
 
 
 def method_label(method: str, crf: str = "none") -> str:

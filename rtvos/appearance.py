@@ -1,0 +1,402 @@
+"""Causal appearance stage: what the flow forgets, colour remembers.
+
+Flow propagation drifts: every bilinear warp blurs the scores a little, and where the field is wrong (occlusion,
+fast motion, thin parts) mass leaks onto the background for good. This stage keeps, per object, a colour model
+that the flow cannot erase and fuses it with the propagated scores, so appearance decides where the flow is unsure.
+
+The model is a grid of counts over (cell-y, cell-x, Y, U, V, class): 32-px cells of the *anchor* frame whose
+positions follow the object (each working pixel carries its anchor-frame coordinates, moved by the backward field
+every frame), so "red near the head" and "red near the feet" stay different things. It holds the anchor's
+counts (always kept) plus a decayed sum of confident predictions. Reading it gives a per-pixel, per-class
+likelihood p(colour | class, cell); fusion is Bayes with the propagated scores as the prior:
+
+    s_k ∝ p_flow,k · p(c | k)^β,    p_flow pulled towards uniform where the forward–backward check fails.
+
+With K = 1 that is σ(logit s + β·LLR). Everything is vectorised (bincount splats, table gathers, OpenCV
+resizes); memory is bounded by the grid (cells × 512 colours × (K+1) classes, ≈ 0.8 MB per class at 854×480)
+and does not grow with time. An object whose mass collapses (it went behind something, or the flow lost it) is
+searched for by colour over the whole frame and re-seeded (`AppearanceGrid.redetect`).
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+
+from .flow import FLOW_PRESETS, DISFlow, resize_field
+
+__all__ = ["APPEARANCE_MODES", "DEFAULT_APPEARANCE", "GridConfig", "GridState", "AppearanceGrid", "AppearanceStage",
+           "fuse_scores", "fb_consistency", "fb_confidence", "with_background"]
+
+APPEARANCE_MODES = ("grid", "none")  # "none": the flow-propagated scores alone
+DEFAULT_APPEARANCE = "grid"
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """Settings of the appearance grid and its fusion (the defaults are the measured ones, docs/training.md)."""
+
+    cell: int = 32  # px of the anchor frame per grid cell
+    bits: tuple[int, int, int] = (3, 3, 3)  # Y, U, V bits: 8×8×8 colour bins
+    scale: int = 2  # the model works at 1/scale of the frame
+    decay: float = 0.7  # per-frame decay of the recent counts
+    confident: float = 0.95  # a pixel teaches class k when its fused score for k exceeds this
+    recent_weight: float = 1.0  # weight of the recent counts beside the anchor's
+    prior: float = 1.0  # Dirichlet pseudo-count per bin
+    llr_clip: float = 4.0  # |log-likelihood ratio| bound: one colour never overrules the flow by more
+    beta: float = 0.5  # weight of the appearance log-likelihood in the fusion
+    fb_shrink: float = 0.8  # where forward–backward fails, the flow prior is pulled this far towards uniform
+    fb_preset: str | None = "ultrafast-fine"  # DIS preset of the forward field for the FB check (None: no check)
+    fb_scale: int = 2  # the FB check (its forward DIS) runs at 1/fb_scale of the frame
+    eps: float = 1e-3  # flow prior floor: appearance can still revive a class the flow gave zero
+    update_every: int = 1  # rebuild the recent counts every n-th frame (a cost knob)
+    # Re-detection: an object whose mass falls under lost_ratio × its reference mass is searched for by colour
+    # over the whole frame and re-seeded on the candidate region whose area is closest to the reference.
+    lost_ratio: float = 0.2
+    redetect_area: tuple[float, float] = (0.3, 3.0)  # accepted region area, × the reference mass
+    redetect_llr: float = 1.0  # candidate pixels: colour-only LLR of the object against the rest above this
+
+    def __post_init__(self) -> None:
+        if min(self.cell, self.scale, self.update_every, self.fb_scale) < 1:
+            raise ValueError("cell, scale, fb_scale and update_every must be >= 1")
+        if len(self.bits) != 3 or any(not 1 <= b <= 8 for b in self.bits):
+            raise ValueError(f"bits must be three values in 1..8, got {self.bits}")
+        for name in ("decay", "confident", "fb_shrink", "lost_ratio"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {v}")
+        if self.beta < 0 or self.prior <= 0 or self.llr_clip <= 0 or not 0 < self.eps < 0.5:
+            raise ValueError("beta >= 0, prior > 0, llr_clip > 0 and 0 < eps < 0.5 are required")
+        if self.fb_preset is not None and self.fb_preset not in FLOW_PRESETS:
+            raise ValueError(f"fb_preset must be one of {list(FLOW_PRESETS)} or None, got {self.fb_preset!r}")
+
+    @property
+    def colours(self) -> int:
+        return 1 << sum(self.bits)
+
+
+@dataclass
+class GridState:
+    """One stream's appearance model (part of `SegmenterState`); its size is fixed at the anchor."""
+
+    frame_size: tuple[int, int]  # (H, W) of the stream
+    work_size: tuple[int, int]  # (h, w) the model works at
+    grid: tuple[int, int]  # cells (gy, gx)
+    num_classes: int  # K + 1, background first
+    coords: np.ndarray  # h×w×2 float32: anchor-frame (x, y) of each working pixel, in frame px
+    anchor: np.ndarray  # (cells·colours, K+1) float32 blurred anchor counts
+    recent: np.ndarray | None = None  # same shape, decayed confident counts (unblurred)
+    table: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # log fusion factors
+    global_table: np.ndarray | None = None  # (colours, K) cell-free LLR per object, for re-detection (lazy)
+    reference_mass: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # (K,) frame px
+    updates: int = 0
+    redetected: int = 0  # objects re-seeded so far
+
+    @property
+    def nbytes(self) -> int:
+        arrays = (self.coords, self.anchor, self.recent, self.table, self.global_table, self.reference_mass)
+        return sum(a.nbytes for a in arrays if a is not None)
+
+
+def _blur121(g: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """[1 2 1]/4 along each axis (mass at the edges leaks out, for every class alike)."""
+    for ax in axes:
+        if g.shape[ax] < 2:
+            continue
+        out = g * np.float32(0.5)
+        lo = [slice(None)] * g.ndim
+        hi = [slice(None)] * g.ndim
+        lo[ax], hi[ax] = slice(None, -1), slice(1, None)
+        out[tuple(hi)] += np.float32(0.25) * g[tuple(lo)]
+        out[tuple(lo)] += np.float32(0.25) * g[tuple(hi)]
+        g = out
+    return g
+
+
+def with_background(scores: np.ndarray) -> np.ndarray:
+    """K×H×W object scores → (K+1)×H×W with the background (1 − sum, clipped) first."""
+    bg = np.clip(1.0 - scores.sum(0, keepdims=True), 0.0, 1.0)
+    return np.concatenate((bg, scores), 0)
+
+
+class AppearanceGrid:
+    """Stateless operator over a `GridState`: one instance serves many streams."""
+
+    def __init__(self, config: GridConfig | None = None) -> None:
+        self.config = config or GridConfig()
+
+    # -- geometry --------------------------------------------------------------------------------------------
+    def work_size(self, hw: tuple[int, int]) -> tuple[int, int]:
+        s = self.config.scale
+        return max(1, hw[0] // s), max(1, hw[1] // s)
+
+    @staticmethod
+    def small(img: np.ndarray, st: GridState) -> np.ndarray:
+        """An image at the working resolution (area-averaged), channels kept."""
+        h, w = st.work_size
+        if img.shape[:2] == (h, w):
+            return img
+        out = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+        return out.reshape(h, w, *img.shape[2:])
+
+    def colour_index(self, frame_small: np.ndarray) -> np.ndarray:
+        """h×w×3 uint8 RGB → h×w int32 YUV bin."""
+        by, bu, bv = self.config.bits
+        yuv = cv2.cvtColor(frame_small, cv2.COLOR_RGB2YUV)
+        ci = (yuv[..., 0] >> (8 - by)).astype(np.int32) << (bu + bv)
+        ci |= (yuv[..., 1] >> (8 - bu)).astype(np.int32) << bv
+        ci |= (yuv[..., 2] >> (8 - bv)).astype(np.int32)
+        return ci
+
+    def index(self, frame: np.ndarray, st: GridState) -> tuple[np.ndarray, np.ndarray]:
+        """(bin index into the grid, colour-only index), both h×w int32, for this frame."""
+        ci = self.colour_index(self.small(frame, st))
+        gy, gx = st.grid
+        inv = np.float32(1.0 / self.config.cell)
+        cx = np.clip((st.coords[..., 0] * inv).astype(np.int32), 0, gx - 1)
+        cy = np.clip((st.coords[..., 1] * inv).astype(np.int32), 0, gy - 1)
+        return (cy * gx + cx) * self.config.colours + ci, ci
+
+    # -- model -----------------------------------------------------------------------------------------------
+    def _counts(self, idx: np.ndarray, weights: np.ndarray, st: GridState) -> np.ndarray:
+        """weights h×w×(K+1) → (cells·colours, K+1) float32 counts."""
+        n = st.grid[0] * st.grid[1] * self.config.colours
+        flat = idx.ravel()
+        w2 = weights.reshape(-1, st.num_classes)
+        return np.stack([np.bincount(flat, weights=w2[:, k], minlength=n) for k in range(st.num_classes)],
+                        1).astype(np.float32)
+
+    def _blur(self, g: np.ndarray, st: GridState) -> np.ndarray:
+        shape = (*st.grid, *(1 << b for b in self.config.bits), st.num_classes)
+        return _blur121(g.reshape(shape), (0, 1, 2, 3, 4)).reshape(g.shape)
+
+    def _log_likelihood(self, counts: np.ndarray, groups: int) -> np.ndarray:
+        """Counts (groups·colours, C) → log p(colour | class, group), Dirichlet-smoothed."""
+        c = self.config
+        g = counts.reshape(groups, c.colours, -1)
+        n = np.einsum("gck->gk", g)[:, None, :]
+        return (np.log(g + c.prior) - np.log(n + c.prior * c.colours)).reshape(counts.shape)
+
+    def _log_factors(self, loglik: np.ndarray) -> np.ndarray:
+        """log p(c|k) → β · (log p(c|k) − max_j log p(c|j)), clipped at −β·llr_clip: the fusion's log factors."""
+        c = self.config
+        top = loglik[:, 0].copy()
+        for k in range(1, loglik.shape[1]):
+            np.maximum(top, loglik[:, k], out=top)
+        rel = loglik - top[:, None]
+        np.maximum(rel, -c.llr_clip, out=rel)
+        rel *= np.float32(c.beta)
+        return rel.astype(np.float32, copy=False)
+
+    def _rebuild(self, st: GridState) -> None:
+        counts = st.anchor if st.recent is None else st.anchor + self.config.recent_weight * self._blur(st.recent, st)
+        st.table = self._log_factors(self._log_likelihood(counts, st.grid[0] * st.grid[1]))
+        st.global_table = None
+
+    def init(self, frame: np.ndarray, labels: np.ndarray, num_classes: int) -> GridState:
+        """A new model from an anchor frame and its H×W class indices (0 = background)."""
+        hw = (int(frame.shape[0]), int(frame.shape[1]))
+        h, w = self.work_size(hw)
+        c = self.config
+        ys = (np.arange(h, dtype=np.float32) + 0.5) * (hw[0] / h) - 0.5  # working pixel centres, frame px
+        xs = (np.arange(w, dtype=np.float32) + 0.5) * (hw[1] / w) - 0.5
+        coords = np.empty((h, w, 2), np.float32)
+        coords[..., 0] = xs[None, :]
+        coords[..., 1] = ys[:, None]
+        st = GridState(frame_size=hw, work_size=(h, w), grid=(-(-hw[0] // c.cell), -(-hw[1] // c.cell)),
+                       num_classes=num_classes, coords=coords, anchor=np.zeros((0, num_classes), np.float32))
+        idx, _ = self.index(frame, st)
+        onehot = np.stack([(labels == k) for k in range(num_classes)], -1).astype(np.float32)
+        st.anchor = self._blur(self._counts(idx, self.small(onehot, st), st), st)
+        st.reference_mass = np.bincount(labels.ravel().astype(np.int64), minlength=num_classes)[1:].astype(np.float32)
+        self._rebuild(st)
+        return st
+
+    def advance(self, st: GridState, backward: np.ndarray) -> None:
+        """Carry the anchor coordinates along this frame's backward field (h×w×2 (dx, dy) in px of its own grid;
+        resampled to the working grid when it is not on it)."""
+        h, w = st.work_size
+        f = resize_field(backward, (h, w)) if backward.shape[:2] != (h, w) else backward.copy()
+        gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+        f[..., 0] += gx
+        f[..., 1] += gy
+        st.coords = cv2.remap(st.coords, f[..., 0], f[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+    def likelihood(self, st: GridState, idx: np.ndarray) -> np.ndarray:
+        """Fusion factors at frame resolution, H×W×(K+1) float32 (background first), interpolated in the log
+        domain (a geometric blend across cell and colour edges)."""
+        lik = st.table[idx]  # h×w×(K+1) log factors
+        H, W = st.frame_size
+        if lik.shape[:2] != (H, W):
+            lik = cv2.resize(lik, (W, H), interpolation=cv2.INTER_LINEAR)
+        return np.exp(lik.reshape(H, W, st.num_classes))
+
+    def update(self, st: GridState, idx: np.ndarray, scores: np.ndarray) -> None:
+        """Teach the model this frame's confident pixels (scores: K×H×W fused object scores)."""
+        c = self.config
+        st.updates += 1
+        if c.recent_weight == 0 or st.updates % c.update_every:
+            return
+        full = np.ascontiguousarray(with_background(scores).transpose(1, 2, 0))
+        conf = (self.small(full, st) > c.confident).astype(np.float32)
+        g = self._counts(idx, conf, st)
+        decay = c.decay ** c.update_every
+        st.recent = (1.0 - decay) * g if st.recent is None else decay * st.recent + (1.0 - decay) * g
+        self._rebuild(st)
+
+    # -- re-detection ----------------------------------------------------------------------------------------
+    def global_llr(self, st: GridState, ci: np.ndarray) -> np.ndarray:
+        """Cell-free colour log-likelihood ratio of each object against all other classes: h×w×K."""
+        if st.global_table is None:
+            counts = st.anchor if st.recent is None else st.anchor + self.config.recent_weight * st.recent
+            per_colour = counts.reshape(-1, self.config.colours, st.num_classes).sum(0)  # colours × (K+1)
+            total = per_colour.sum(1, keepdims=True)
+            ll_obj = self._log_likelihood(per_colour[:, 1:], 1)
+            ll_rest = self._log_likelihood(total - per_colour[:, 1:], 1)
+            st.global_table = (ll_obj - ll_rest).astype(np.float32)
+        return st.global_table[ci]
+
+    def redetect(self, st: GridState, scores: np.ndarray, ci: np.ndarray) -> list[int]:
+        """Re-seed lost objects in place (scores: K×H×W fused object scores); returns their indices (0-based).
+
+        An object is lost when its mass (sum of scores, frame px) is under lost_ratio × its reference mass (the
+        anchor's area, followed slowly while it is tracked). It is looked for by colour alone, since the cells
+        of a lost object no longer say where it is, among pixels no object holds, and re-seeded on the connected
+        candidate region whose area is closest to the reference, if one lies in ``redetect_area``."""
+        c = self.config
+        K = len(scores)
+        if K == 0:
+            return []
+        mass = scores.reshape(K, -1).sum(1)
+        ref = st.reference_mass
+        lost = mass < c.lost_ratio * ref
+        ref[~lost] = 0.95 * ref[~lost] + 0.05 * mass[~lost]
+        if not lost.any():
+            return []
+        H, W = st.frame_size
+        h, w = st.work_size
+        px = (H / h) * (W / w)  # frame px per working px
+        llr = self.global_llr(st, ci)
+        held = self.small(np.ascontiguousarray(scores.sum(0)), st) > 0.5
+        found = []
+        for k in np.flatnonzero(lost):
+            cand = ((llr[..., k] > c.redetect_llr) & ~held).astype(np.uint8)
+            n, lab, stats, _ = cv2.connectedComponentsWithStats(cand, connectivity=8)
+            if n <= 1:
+                continue
+            areas = stats[1:, cv2.CC_STAT_AREA] * px
+            lo, hi = c.redetect_area
+            ok = (areas >= lo * ref[k]) & (areas <= hi * ref[k])
+            if not ok.any():
+                continue
+            closeness = np.where(ok, -np.abs(np.log(np.maximum(areas, 1.0) / ref[k])), -np.inf)
+            best = 1 + int(np.argmax(closeness))
+            region = cv2.resize((lab == best).astype(np.float32), (W, H), interpolation=cv2.INTER_LINEAR)
+            np.maximum(scores[k], region, out=scores[k])
+            held |= lab == best
+            found.append(int(k))
+        if found:  # the re-seeded objects take those pixels from whoever held them
+            total = scores.sum(0)
+            over = total > 1.0
+            if over.any():
+                scores[:, over] /= total[over]
+            st.redetected += len(found)
+        return found
+
+
+def fuse_scores(flow_scores: np.ndarray, likelihood: np.ndarray, confidence: np.ndarray | None,
+                config: GridConfig) -> np.ndarray:
+    """Bayes fusion: K×H×W propagated object scores (the prior) × H×W×(K+1) appearance factors → K×H×W.
+
+    Where the forward–backward confidence (H×W in [0, 1]) is low, the prior is first pulled towards uniform, so
+    appearance decides there. With K = 1 this is σ(logit s + β·LLR), the two-class log-odds sum."""
+    K1 = flow_scores.shape[0] + 1
+    p = with_background(flow_scores)
+    eps = np.float32(config.eps)
+    p = (p + eps) / np.float32(1.0 + K1 * eps)
+    if confidence is not None and config.fb_shrink > 0:
+        u = np.float32(1.0 / K1)
+        keep = 1.0 - np.float32(config.fb_shrink) * (1.0 - confidence)
+        p = u + keep[None] * (p - u)
+    num = p * np.moveaxis(likelihood, -1, 0)
+    return (num[1:] / num.sum(0, keepdims=True)).astype(np.float32, copy=False)
+
+
+def fb_consistency(backward: np.ndarray, forward: np.ndarray, px: float = 1.0) -> np.ndarray:
+    """Forward–backward check (Sundaram et al. 2010) of a backward field b (t → t−1) against a forward field
+    f (t−1 → t), both h×w×2 (dx, dy) in px of their grid, whose pixel is ``px`` frame pixels: consistent where
+    |b + f(x + b)|² ≤ 0.01 (|b|² + |f(x + b)|²) + 0.5 frame px². Returns h×w bool."""
+    h, w = backward.shape[:2]
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    fw = cv2.remap(forward, backward[..., 0] + gx, backward[..., 1] + gy, cv2.INTER_LINEAR,
+                   borderMode=cv2.BORDER_REPLICATE)
+    s = backward + fw
+    e2 = s[..., 0] ** 2 + s[..., 1] ** 2
+    m2 = backward[..., 0] ** 2 + backward[..., 1] ** 2 + fw[..., 0] ** 2 + fw[..., 1] ** 2
+    return np.asarray(e2 <= 0.01 * m2 + 0.5 / (px * px))
+
+
+def fb_confidence(backward: np.ndarray, forward: np.ndarray, frame_hw: tuple[int, int], soften: int = 5) -> np.ndarray:
+    """Soft forward–backward confidence at frame resolution (H×W float32 in [0, 1]) from two fields on one grid
+    (in that grid's px): the check, box-softened over ≈ ``soften`` frame px, upsampled to the frame."""
+    h, w = backward.shape[:2]
+    H, W = frame_hw
+    px = math.sqrt((H / h) * (W / w))
+    c = fb_consistency(backward, forward, px).astype(np.float32)
+    k = max(1, int(round(soften / px)))
+    if k > 1:
+        c = cv2.blur(c, (k, k))
+    if (h, w) != (H, W):
+        c = cv2.resize(c, (W, H), interpolation=cv2.INTER_LINEAR)
+    return c
+
+
+class AppearanceStage:
+    """The Segmenter's appearance step: anchor a model, then per frame advance it, check the field forward–
+    backward, fuse, re-detect and learn. Holds settings and a DIS instance, no stream state."""
+
+    def __init__(self, config: GridConfig | None = None) -> None:
+        self.grid = AppearanceGrid(config)
+        self.config = self.grid.config
+        self._fb_dis = DISFlow(self.config.fb_preset) if self.config.fb_preset is not None else None
+
+    def fb_gray(self, gray: np.ndarray) -> np.ndarray | None:
+        """The frame's grey image at the FB check's resolution (None without a check)."""
+        if self._fb_dis is None:
+            return None
+        s = self.config.fb_scale
+        if s == 1:
+            return gray
+        h, w = gray.shape
+        return cv2.resize(gray, (max(1, w // s), max(1, h // s)), interpolation=cv2.INTER_AREA)
+
+    def start_forward(self, submit: Callable[..., Future[Any]], prev: np.ndarray | None,
+                      cur: np.ndarray | None) -> Future[Any] | None:
+        """Start the forward field t−1 → t (for the FB check) on a worker thread, beside the backward one."""
+        if self._fb_dis is None or prev is None or cur is None or prev.shape != cur.shape:
+            return None
+        return submit(self._fb_dis, prev, cur)
+
+    def anchor(self, frame: np.ndarray, labels: np.ndarray, num_classes: int) -> GridState:
+        return self.grid.init(frame, labels, num_classes)
+
+    def __call__(self, st: GridState, frame: np.ndarray, scores: np.ndarray,
+                 backward_on: Callable[[tuple[int, int]], np.ndarray], forward: Future[Any] | None) -> np.ndarray:
+        """Fused K×H×W scores for this frame from the propagated ones. ``backward_on(hw)`` gives the field that
+        propagated them on an h×w grid; ``forward`` is `start_forward`'s pending field."""
+        grid = self.grid
+        grid.advance(st, backward_on(st.work_size))
+        idx, ci = grid.index(frame, st)
+        conf = None
+        if forward is not None:
+            fwd = forward.result()
+            conf = fb_confidence(backward_on(fwd.shape[:2]), fwd, st.frame_size)
+        fused = fuse_scores(scores, grid.likelihood(st, idx), conf, self.config)
+        grid.redetect(st, fused, ci)
+        grid.update(st, idx, fused)
+        return fused
