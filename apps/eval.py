@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from rtvos.backends import backend_names, resolve_device
+from rtvos.common import AUTO, BUILTIN_BACKENDS
 
 
 def add_parser(sub: Any) -> None:
@@ -34,7 +34,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--model", "--weights", dest="model", default="default",
                    help="rpmnet model: 'default', a registered name or a checkpoint path")
     p.add_argument("--matching", default="deformable", help="matching variant for a registered (untrained) model")
-    p.add_argument("--backend", default="eager", choices=backend_names(), help="inference backend (see `rtvos info`)")
+    p.add_argument("--backend", default="eager", choices=(AUTO, *BUILTIN_BACKENDS), help="inference backend (see `rtvos info`)")
     p.add_argument("--size", type=int, default=None, help="model input size S, a multiple of 64 (default: the checkpoint's training size, else 512)")
     p.add_argument("--device", default="auto", help="torch device for rpmnet and the fast CRF: auto (CUDA when usable, else cpu), cpu, cuda:N")
     p.add_argument("--mask-resolution", choices=("full", "model"), default="full")
@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         write_report(mr, args.set_name, sequences)
         runs = [mr]
     else:
+        from rtvos.backends import resolve_device
         from rtvos.eval.runner import build_method
 
         device = str(resolve_device(args.device))

@@ -13,7 +13,7 @@ from .checkpoint import load_checkpoint
 from .registry import create_model, list_models
 from .rpmnet import RPMNet
 
-__all__ = ["DEFAULT_MODEL", "DEFAULT_WEIGHTS", "SHIPPED", "RandomWeightsWarning", "load_model",
+__all__ = ["DEFAULT_MODEL", "DEFAULT_WEIGHTS", "SHIPPED", "RandomWeightsWarning", "load_model", "load_model_reporting",
            "default_weights_path", "shipped_weights_path"]
 
 # Architecture of the shipped default (what a missing default.pt falls back to, with random weights).
@@ -65,3 +65,12 @@ def load_model(spec: str | os.PathLike[str] = "default", matching: str = "deform
         return load_checkpoint(spec_s).eval()
     raise ValueError(f"unknown model {spec_s!r}: expected one of {list(SHIPPED)}, a checkpoint path, or one of "
                      f"{list_models()}")
+
+
+def load_model_reporting(spec: str | os.PathLike[str] = "default") -> tuple[RPMNet, bool]:
+    """`load_model` for callers that report untrained weights themselves (the CLI's banner, the bench's
+    `random_weights` field): returns (model, random_weights) and keeps the RandomWeightsWarning quiet."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomWeightsWarning)
+        model = load_model(spec)
+    return model, not model.meta.get("trained", False)
