@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from .io.masks import write_mask
-from .io.overlay import overlay
+from .io.overlay import DISPLAY_PALETTE, overlay
 from .io.rle import object_boxes, rle_encode
 from .io.sinks import SegmentedFrame
 
@@ -79,12 +79,12 @@ class Result:
     # -- outputs ---------------------------------------------------------------------------------------------
     def plot(self, *, boxes: bool = True, labels: bool = True, alpha: float = 0.5) -> np.ndarray:
         """The frame with each object coloured and outlined (H×W×3 uint8, RGB or BGR like ``image``)."""
-        vis = overlay(self._item.frame.image, self.mask, self._item.palette, alpha=alpha)
+        vis = overlay(self._item.frame.image, self.mask, alpha=alpha)  # display colours, as the overlay video
         for k, obj in enumerate(self.ids):
             if not boxes or np.isnan(self.boxes[k, 0]):
                 continue
             x1, y1, x2, y2 = (int(v) for v in self.boxes[k])
-            colour = tuple(int(c) for c in self._item.palette[obj])
+            colour = tuple(int(c) for c in DISPLAY_PALETTE[obj])
             cv2.rectangle(vis, (x1, y1), (x2 - 1, y2 - 1), colour, 2)
             if labels:
                 cv2.putText(vis, str(obj), (x1 + 2, max(12, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1,

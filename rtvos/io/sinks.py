@@ -94,7 +94,7 @@ class SegmentedFrame:
         """The coloured overlay (H×W×3 uint8 RGB), drawn on first use and timed as stage "overlay"."""
         if self._overlay is None:
             t = time.perf_counter()
-            self._overlay = draw_overlay(self.frame.image, self.mask, self.palette)
+            self._overlay = draw_overlay(self.frame.image, self.mask)  # display colours; PNGs keep the palette
             self.stages_ms["overlay"] = (time.perf_counter() - t) * 1e3
         return self._overlay
 
