@@ -345,6 +345,8 @@ def run(args: argparse.Namespace) -> int:
         if mask_path is None and not args.box and not args.point:
             mask_path = sample_mask
         print(f"rtvos segment: no source given, using the shipped sample clip {source}", file=sys.stderr)
+        if args.out is None:  # the demo may replace its own earlier results (README's command, run twice)
+            args.exist_ok = True
     else:
         source = source_spec(args.source)
         if mask_path is None and not args.box and not args.point and args.serve is None:

@@ -86,6 +86,15 @@ def test_console_script_default_sample(tmp_path):
         assert "NOT TRAINED" in r.stderr
     out = Path(tmp_path, "rtvos_out", "sample")
     assert len(list(out.glob("*.png"))) == 6 and _count_frames(out / "overlay.mp4") == 6
+    # Issue #20.8: run again, the demo replaces its own results (no "already holds results", exit 0) ...
+    r = subprocess.run([exe, "segment", "--max-frames", "3", "--size", "128", "--quiet"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert len(list(out.glob("*.png"))) == 3 and _count_frames(out / "overlay.mp4") == 3
+    # ... but an output folder the user named is still protected.
+    r = subprocess.run([exe, "segment", "--max-frames", "3", "--size", "128", "--quiet", "--out", str(out)],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "already holds results" in r.stderr, r.stderr
 
 
 def test_library_imports_no_app_training_or_optional_runtime():
