@@ -139,3 +139,16 @@ def test_readme_cpu_only_install_runs_segment(tmp_path: Path) -> None:
     size = _du_mb(venv)
     print(f"CPU-only venv: torch {version}, {size:.0f} MiB")
     assert size < 2048, f"CPU-only venv is {size:.0f} MiB"
+
+
+def test_readme_links_point_into_the_repository() -> None:
+    """Every relative link or image in the README names a file in the repository (no dangling references)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    targets = [t.split("#")[0] for t in re.findall(r"\]\(([^)\s]+)\)", text) if "://" not in t and not t.startswith("#")]
+    assert targets, "no relative links found: the pattern is wrong"
+    missing = [t for t in targets if not (ROOT / t).exists()]
+    assert not missing, missing
+    anchors = [t[1:] for t in re.findall(r"\]\((#[^)]+)\)", text)]
+    headings = {re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-")
+                for h in re.findall(r"^#+ (.+)$", text, re.M)}
+    assert set(anchors) <= headings, set(anchors) - headings
