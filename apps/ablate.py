@@ -6,8 +6,6 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from rtvos.backends import resolve_device
-
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("ablate", help="score a folder of checkpoints as the backbone × matching grid")
@@ -33,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
     entries = discover_checkpoints(args.checkpoints)
     sequences = load_dataset(args.root, args.dataset, args.set_name)
     print(f"{len(entries)} checkpoints: " + ", ".join(f"r{e.depth}/{e.matching}" for e in entries))
+    from rtvos.backends import resolve_device
+
     run_ablation(entries, sequences, args.out, args.size, str(resolve_device(args.device)), args.workers, progress=not args.quiet)
     out = Path(args.out)
     md = ablation_markdown(entries, args.metric)

@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rtvos.backends import backend_names
+from rtvos.common import AUTO, BUILTIN_BACKENDS, PRECISIONS
 
-BACKEND_CHOICES = tuple(backend_names())  # "auto" + the backend registry (rtvos.backends)
+BACKEND_CHOICES = (AUTO, *BUILTIN_BACKENDS)
 
 
 def add_parser(sub: Any) -> None:
@@ -35,7 +35,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--backend", nargs="+", default=["auto"], metavar="NAME", choices=BACKEND_CHOICES,
                    help=f"one or several of {', '.join(BACKEND_CHOICES)} (auto: what Segmenter would pick here); "
                    "the first available one runs the per-stage pipeline (default: auto, what `rtvos segment` runs)")
-    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
     p.add_argument("--size", type=int, default=None, help="model input size S, multiple of 64 (default: the size the checkpoint was trained at, as "
                    "`rtvos segment` uses)")
     p.add_argument("--frames", type=int, default=100, help="measured frames (after the anchor and warm-up)")

@@ -9,14 +9,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from rtvos.backends import resolve_device
+from rtvos.common import PRECISIONS
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("build-engine", help="build and cache TensorRT engines (needs an NVIDIA GPU + TensorRT)")
     p.add_argument("--model", default="default", help="'default', a registered model name, or a checkpoint path")
     p.add_argument("--size", type=int, default=512, help="model input size S, multiple of 64 (default: 512)")
-    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp16")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp16")
     p.add_argument("--route", choices=("torch_tensorrt", "onnx"), default="torch_tensorrt",
                    help="torch_tensorrt (deform conv as a plugin) or onnx (deform conv as GridSample+MatMul)")
     p.add_argument("--device", default="auto", help="CUDA device: auto (the first CUDA device), cuda:N")
@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     if args.size <= 0 or args.size % 64:
         raise ValueError(f"--size must be a positive multiple of 64, got {args.size}")
     from rtvos import load_model
+    from rtvos.backends import resolve_device
     from rtvos.engines.build import build_engine
 
     device = resolve_device(args.device)

@@ -8,6 +8,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from rtvos.common import one_line
+
 from . import ablate, bench, build_engine, eval, info, segment, stream, train, viz, webcam
 
 COMMANDS = (info, segment, webcam, stream, eval, bench, viz, ablate, build_engine, train)
@@ -93,11 +95,6 @@ def _sigterm_as_interrupt() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit status: 0 success (an interrupted run that printed its summary included), 1 runtime failure
     (RuntimeError, OSError such as a full disk or a denied write, or any unexpected exception), 2 usage or bad
@@ -117,12 +114,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BAD_INPUT as e:  # rtvos.io.InputError is a ValueError: bad input, one line naming it
         if args.debug:
             raise
-        print(f"rtvos {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        print(f"rtvos {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 2
     except Exception as e:  # RuntimeError, OSError, and anything unexpected: a runtime failure
         if args.debug:
             raise
-        print(f"rtvos {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        print(f"rtvos {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 1
 
 

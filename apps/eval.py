@@ -8,8 +8,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from rtvos.appearance import APPEARANCE_MODES, DEFAULT_APPEARANCE
-from rtvos.backends import backend_names, resolve_device
+from rtvos.common import APPEARANCE_MODES, AUTO, BUILTIN_BACKENDS, DEFAULT_APPEARANCE
 
 
 def add_parser(sub: Any) -> None:
@@ -42,7 +41,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--model", "--weights", dest="model", default="default",
                    help="model of the default / rpmnet methods: 'default', a name `rtvos info` lists, or a checkpoint path")
     p.add_argument("--matching", default="deformable", help="matching variant for a registered (untrained) model")
-    p.add_argument("--backend", default="auto", choices=backend_names(), help="inference backend (see `rtvos info`)")
+    p.add_argument("--backend", default=AUTO, choices=(AUTO, *BUILTIN_BACKENDS), help="inference backend (see `rtvos info`)")
     p.add_argument("--size", type=int, default=None, help="model input size S, a multiple of 64 (default: the checkpoint's training size, else 512)")
     p.add_argument("--device", default="auto", help="torch device for rpmnet and the fast CRF: auto (CUDA when usable, else cpu), cpu, cuda:N")
     p.add_argument("--mask-resolution", choices=("full", "model"), default="full")
@@ -132,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         write_report(mr, args.set_name, sequences)
         runs = [mr]
     else:
+        from rtvos.backends import resolve_device
         from rtvos.eval.runner import build_method
 
         device = str(resolve_device(args.device))

@@ -12,7 +12,6 @@ import argparse
 import os
 import re
 import sys
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rtvos.appearance import APPEARANCE_MODES, DEFAULT_APPEARANCE
-from rtvos.backends import backend_names, resolve_device
+from rtvos.common import APPEARANCE_MODES, AUTO, BUILTIN_BACKENDS, DEFAULT_APPEARANCE, PRECISIONS
 
 if TYPE_CHECKING:
     from rtvos import Segmenter
@@ -75,9 +73,9 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
                        help="torch CPU threads (default: torch's choice; 1 can be faster on a busy 2-core machine)")
     model.add_argument("--mask-resolution", choices=("full", "model"), default="full",
                        help="propagate masks at frame resolution (default) or at S/4 as in the paper")
-    model.add_argument("--backend", default="auto", choices=backend_names(),
+    model.add_argument("--backend", default="auto", choices=(AUTO, *BUILTIN_BACKENDS),
                        help="what runs the network: auto = ONNX Runtime on CPU, eager on GPU (default: auto)")
-    model.add_argument("--precision", default="fp32", choices=("fp32", "fp16"), help="network precision")
+    model.add_argument("--precision", default="fp32", choices=PRECISIONS, help="network precision")
     src = p.add_argument_group("source")
     src.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     src.add_argument("--transport", choices=("tcp", "udp"), default=None, help="RTSP transport (default: tcp)")
@@ -125,7 +123,8 @@ def load_segmenter(args: argparse.Namespace) -> Segmenter:
     import torch
 
     import rtvos
-    from rtvos.models import RandomWeightsWarning
+    from rtvos.backends import resolve_device
+    from rtvos.models import load_model_reporting
 
     if args.threads is not None:
         if args.threads < 1:
@@ -133,10 +132,8 @@ def load_segmenter(args: argparse.Namespace) -> Segmenter:
 
             raise InputError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", RandomWeightsWarning)
-        model = rtvos.load_model(args.model)
-    if any(issubclass(w.category, RandomWeightsWarning) for w in caught) or not model.meta.get("trained"):
+    model, random_weights = load_model_reporting(args.model)
+    if random_weights:
         print("!" * 100 + f"\n!! WARNING: {model.meta.get('source')}: the model is NOT TRAINED; masks are "
               "meaningless (plumbing only).\n" + "!" * 100, file=sys.stderr)
     seg = rtvos.Segmenter(model, size=args.size, device=resolve_device(args.device),
@@ -354,6 +351,8 @@ def run(args: argparse.Namespace) -> int:
         if mask_path is None and not args.box and not args.point:
             mask_path = sample_mask
         print(f"rtvos segment: no source given, using the shipped sample clip {source}", file=sys.stderr)
+        if args.out is None:  # the demo may replace its own earlier results (README's command, run twice)
+            args.exist_ok = True
     else:
         source = source_spec(args.source)
         if mask_path is None and not args.box and not args.point and args.serve is None:

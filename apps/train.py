@@ -8,8 +8,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from rtvos.backends import resolve_device
-
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("train", help="self-supervised training on videos / frame folders")
@@ -59,6 +57,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rtvos.backends import resolve_device
     from rtvos.training import TrainConfig, train
 
     cfg = TrainConfig(

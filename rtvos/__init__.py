@@ -1,19 +1,62 @@
-"""rtvos: real-time streaming video object segmentation with RPM-Net."""
+"""rtvos: real-time streaming video object segmentation with RPM-Net.
 
-import os as _os
-import sys as _sys
+The public names load on first use (PEP 562), so `import rtvos` and the CLI's `--help`/`--version` do not pay for
+importing torch. Importing rtvos changes nothing in the process (the CLI sets OMP_WAIT_POLICY itself).
+"""
 
-# The CLI (`rtvos ...`, `python -m rtvos[.training.X]`) asks for sleeping OpenMP workers unless the user chose
-# otherwise (see rtvos.apps.cli._quiet_openmp); libgomp reads this when torch loads, i.e. in the import below,
-# which every `rtvos.apps.*` import runs first. Library users' processes are left as they are.
-if "torch" not in _sys.modules and _sys.argv[:1] and (_sys.argv[0] == "-m" or _os.path.basename(_sys.argv[0]) in ("rtvos", "rtvos.exe")):
-    _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from __future__ import annotations
 
-from .models import create_model, list_models, load_model, load_network
-from .results import Result
-from .segmenter import Segmenter, SegmenterState, StepResult
-from .track import Tracking, track
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# public name -> the module that defines it (tests/test_cli.py checks that it matches __all__)
+_LAZY = {
+    "create_model": ".models", "list_models": ".models", "load_model": ".models", "load_network": ".models",
+    "Result": ".results",
+    "Segmenter": ".segmenter", "SegmenterState": ".segmenter", "StepResult": ".segmenter",
+    "Tracking": ".track", "track": ".track",
+}
 __all__ = ["create_model", "list_models", "load_model", "load_network", "Result", "Segmenter", "SegmenterState", "StepResult", "Tracking",
            "track", "__version__"]
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports on first use
+    from .models import create_model as create_model
+    from .models import list_models as list_models
+    from .models import load_model as load_model
+    from .models import load_network as load_network
+    from .results import Result as Result
+    from .segmenter import Segmenter as Segmenter
+    from .segmenter import SegmenterState as SegmenterState
+    from .segmenter import StepResult as StepResult
+    from .track import Tracking as Tracking
+    from .track import track as track
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rtvos' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+class _Package(types.ModuleType):
+    """`rtvos.track` names both a submodule and the function users call: importing the submodule (which the
+    import system records as an attribute of this package) must not replace the function."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _LAZY and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -28,13 +28,12 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
+from .common import APPEARANCE_MODES, DEFAULT_APPEARANCE
 from .flow import FLOW_PRESETS, DISFlow, resize_field
 
 __all__ = ["APPEARANCE_MODES", "DEFAULT_APPEARANCE", "GridConfig", "GridState", "AppearanceGrid", "AppearanceStage",
            "fuse_scores", "fb_consistency", "fb_confidence", "with_background"]
 
-APPEARANCE_MODES = ("grid", "none")  # "none": the flow-propagated scores alone
-DEFAULT_APPEARANCE = "grid"
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .common import stage_order
 from .io.base import Frame, FrameSource, InputError
 from .io.masks import DAVIS_PALETTE, check_mask_size
 from .io.sinks import SegmentedFrame, Sink, StopPipeline, StreamInfo
@@ -80,10 +81,6 @@ class PipelineConfig:
             raise ValueError(f"progress must be auto, bar, status or off, got {self.progress!r}")
         if self.status_every_s <= 0 or self.poll_s <= 0:
             raise ValueError("status_every_s and poll_s must be > 0")
-
-
-_STAGE_ORDER = {k: i for i, k in enumerate(
-    ("decode", "wait", "preprocess", "embed", "match", "embed_match", "propagate", "postprocess", "overlay"))}
 
 
 class RunStats:
@@ -161,8 +158,7 @@ class RunStats:
         Stages that ran on under half the frames (the anchor frame's lone `embed` under a fused backend) are
         left out: their mean is not a per-frame cost."""
         with self._lock:
-            keys = sorted((k for k, n in self.stage_count.items() if 2 * n >= self.frames),
-                          key=lambda k: _STAGE_ORDER.get(k, len(_STAGE_ORDER)))
+            keys = stage_order(k for k, n in self.stage_count.items() if 2 * n >= self.frames)
             return {k: self.stage_sum_ms[k] / self.stage_count[k] for k in keys}
 
     def stage_percentiles(self, qs: Sequence[float] = (50, 95, 99)) -> dict[str, dict[str, float]]:

@@ -17,8 +17,9 @@ import cv2
 import numpy as np
 
 from .io.masks import write_mask
-from .io.overlay import overlay
-from .io.rle import object_boxes, rle_encode
+from .io.overlay import DISPLAY_PALETTE, overlay
+from .io.record import frame_record
+from .io.rle import object_boxes
 from .io.sinks import SegmentedFrame
 
 __all__ = ["Result"]
@@ -79,12 +80,12 @@ class Result:
     # -- outputs ---------------------------------------------------------------------------------------------
     def plot(self, *, boxes: bool = True, labels: bool = True, alpha: float = 0.5) -> np.ndarray:
         """The frame with each object coloured and outlined (H×W×3 uint8, RGB or BGR like ``image``)."""
-        vis = overlay(self._item.frame.image, self.mask, self._item.palette, alpha=alpha)
+        vis = overlay(self._item.frame.image, self.mask, alpha=alpha)  # display colours, as the overlay video
         for k, obj in enumerate(self.ids):
             if not boxes or np.isnan(self.boxes[k, 0]):
                 continue
             x1, y1, x2, y2 = (int(v) for v in self.boxes[k])
-            colour = tuple(int(c) for c in self._item.palette[obj])
+            colour = tuple(int(c) for c in DISPLAY_PALETTE[obj])
             cv2.rectangle(vis, (x1, y1), (x2 - 1, y2 - 1), colour, 2)
             if labels:
                 cv2.putText(vis, str(obj), (x1 + 2, max(12, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1,
@@ -103,27 +104,9 @@ class Result:
         return path
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict: frame, timestamps, timings, and per object its id, area, box and COCO RLE."""
-
-        def r(v: float | None, digits: int = 3) -> float | None:
-            return None if v is None else round(float(v), digits)
-
-        objects = []
-        for k, obj in enumerate(self.ids):
-            box = None if np.isnan(self.boxes[k, 0]) else [int(v) for v in self.boxes[k]]
-            objects.append({"id": int(obj), "area": int(self.areas[k]), "box": box,
-                            "rle": rle_encode(self.masks[k])})
-        return {
-            "frame": self.frame,
-            "source_index": self.source_index,
-            "pts_s": r(self.pts_s, 6),
-            "captured_s": r(self.captured_s, 6),
-            "size": list(self.shape),
-            "anchored": self.anchored,
-            "step_ms": r(self.step_ms),
-            "timings_ms": {k: r(v) for k, v in self.timings_ms.items()},
-            "objects": objects,
-        }
+        """The frame's JSON record (`rtvos.io.record.frame_record`, the layout of every `--jsonl` line): frame,
+        timestamps, stage times, and per object its id, area, box and COCO RLE."""
+        return frame_record(self._item)
 
     def __repr__(self) -> str:
         h, w = self.shape

@@ -8,7 +8,7 @@ newest frame (older ones are skipped, never queued) and sends it. A frame
 is JPEG-encoded at most once, lazily, by the first client that needs it,
 so with no browser attached publishing costs one copy.
 
-Routes: ``/`` (self-contained page, no CDN), ``/stream.mjpg``
+Routes: ``/`` (self-contained page, no CDN: ``rtvos/static/live.html``), ``/stream.mjpg``
 (multipart/x-mixed-replace), ``/select.jpg`` (the still frame given to
 :meth:`LiveView.request_box`), ``/stats.json``, ``POST /box`` (JSON
 ``{"boxes": [{"x", "y", "w", "h"}, ...]}`` in image pixels, one box per
@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import functools
 import http.server
 import json
 import logging
@@ -45,6 +46,7 @@ import socketserver
 import sys
 import threading
 import time
+from importlib import resources
 from types import TracebackType
 from typing import Any, Callable
 
@@ -52,6 +54,7 @@ import cv2
 import numpy as np
 
 from .io.base import InputError
+from .io.overlay import DISPLAY_COLOURS
 from .io.prompt import check_box
 
 __all__ = ["LiveView"]
@@ -209,11 +212,6 @@ class LiveView:
             boxes, self._boxes = self._boxes, None
             return boxes
 
-    def wait_box(self, timeout: float | None = None) -> Box | None:
-        """:meth:`wait_boxes`, first box only (callers that track one object)."""
-        boxes = self.wait_boxes(timeout)
-        return boxes[0] if boxes else None
-
     # -- server side -------------------------------------------------------------------------------------------
     def stats_json(self) -> bytes:
         with self._cond:
@@ -274,10 +272,6 @@ class LiveView:
             self._cond.notify_all()
             return checked
 
-    def post_box(self, box: Box) -> Box:
-        """:meth:`post_boxes` with one box."""
-        return self.post_boxes([box])[0]
-
     def post_reanchor(self, boxes: list[Box]) -> list[Box]:
         """Validate boxes drawn on the streamed frame and hand them to :attr:`on_reanchor`; raises InputError
         (→ 400) or LookupError (→ 409: no callback, or nothing streamed yet to draw on)."""
@@ -302,6 +296,20 @@ class LiveView:
     @property
     def closed(self) -> bool:
         return self._closed
+
+
+@functools.lru_cache(maxsize=1)
+def page() -> bytes:
+    """The page (package data ``rtvos/static/live.html``) with the overlay's object colours filled in, so a box
+    drawn for object k has the colour object k gets in the stream."""
+    colours = json.dumps(["#%02x%02x%02x" % c for c in DISPLAY_COLOURS])
+    html = resources.files("rtvos").joinpath("static/live.html").read_text(encoding="utf-8")
+    if _COLOURS_SLOT not in html:
+        raise RuntimeError(f"rtvos/static/live.html lacks its {_COLOURS_SLOT} slot")
+    return html.replace(_COLOURS_SLOT, colours).encode()
+
+
+_COLOURS_SLOT = "__RTVOS_DISPLAY_COLOURS__"
 
 
 def _check_boxes(boxes: list[Box], frame_size: tuple[int, int]) -> list[Box]:
@@ -438,7 +446,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         view = self.server.view
         if path in ("/", "/index.html"):
-            self._send(200, "text/html; charset=utf-8", _PAGE.encode())
+            self._send(200, "text/html; charset=utf-8", page())
         elif path == "/stream.mjpg":
             self._stream(view)
         elif path == "/stats.json":
@@ -535,211 +543,3 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _error(self, code: int, message: str) -> None:
         self._send(code, "application/json", json.dumps({"ok": False, "error": message}).encode())
-
-
-_PAGE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>rtvos live view</title>
-<style>
-  body { margin: 0; background: #111; color: #eee; font: 14px/1.4 system-ui, sans-serif; }
-  header { display: flex; gap: 1.5em; align-items: baseline; padding: .5em 1em; background: #222; }
-  header b { font-size: 16px; }
-  #state { color: #8cf; }
-  #extra { color: #999; font-size: 12px; }
-  main { padding: 1em; }
-  #stream, #canvas { display: block; max-width: 100%; height: auto; margin: 0 auto; }
-  #canvas { cursor: crosshair; touch-action: none; outline: 2px solid #8cf; }
-  #msg { color: #f88; text-align: center; min-height: 1.4em; }
-  #tools { display: flex; gap: .6em; justify-content: center; align-items: baseline; margin: 0 0 .6em; }
-  #hint { color: #aaa; }
-  button { font: inherit; padding: .2em .9em; border-radius: 4px; border: 1px solid #555; background: #333; color: #eee; cursor: pointer; }
-  button:disabled { opacity: .4; cursor: default; }
-  #start { background: #246; border-color: #8cf; }
-  .hidden { display: none !important; }
-</style>
-</head>
-<body>
-<header>
-  <b>rtvos</b>
-  <span id="state">connecting…</span>
-  <span><span id="fps">0.0</span> fps</span>
-  <span>latency <span id="latency">–</span> ms</span>
-  <span id="extra"></span>
-  <button id="reanchor" class="hidden" type="button" title="freeze this frame and draw new boxes">re-anchor</button>
-</header>
-<main>
-  <div id="msg"></div>
-  <div id="tools" class="hidden">
-    <span id="hint"></span>
-    <button id="undo" type="button" disabled>undo last</button>
-    <button id="cancel" type="button" class="hidden">cancel</button>
-    <button id="start" type="button" disabled>start</button>
-  </div>
-  <img id="stream" alt="live overlay" src="stream.mjpg">
-  <canvas id="canvas" class="hidden" width="1" height="1"></canvas>
-</main>
-<script>
-"use strict";
-const $ = (id) => document.getElementById(id);
-const stream = $("stream"), canvas = $("canvas"), ctx = canvas.getContext("2d");
-const STATES = { waiting: "waiting for frames", selecting: "drag a box around the object",
-                 segmenting: "segmenting", closed: "stopped" };
-const COLOURS = ["#8cf", "#f84", "#8f8", "#f6c", "#fe6", "#c9f", "#6ff", "#f66", "#fff", "#9c6"];
-// mode: null (watching the stream), "select" (first boxes, on select.jpg) or "reanchor" (on a frozen frame);
-// selection: the id of the last selection frame shown (ids only grow), so a stale poll cannot reopen it.
-let mode = null, still = null, selection = 0, drag = null, boxes = [], sending = false, canReanchor = false;
-
-function fmt(v) { return (typeof v !== "number" || Number.isInteger(v)) ? String(v) : (Math.abs(v) >= 100 ? v.toFixed(0) : v.toFixed(1)); }
-
-async function poll() {
-  try {
-    const r = await fetch("stats.json", { cache: "no-store" });
-    const s = await r.json();
-    const st = s.stats || {};
-    $("state").textContent = mode === "reanchor" ? "re-anchor: drag a box around each object" : (STATES[s.state] || s.state);
-    $("fps").textContent = fmt(typeof st.fps === "number" ? st.fps : s.publish_fps);
-    $("latency").textContent = typeof st.latency_ms === "number" ? fmt(st.latency_ms) : "–";
-    $("extra").textContent = Object.entries(st)
-      .filter(([k, v]) => k !== "fps" && k !== "latency_ms" && typeof v === "number")
-      .map(([k, v]) => k + " " + fmt(v)).join(" · ");
-    canReanchor = !!s.reanchor && s.state === "segmenting";
-    $("reanchor").classList.toggle("hidden", !canReanchor || mode !== null);
-    if (s.state === "selecting" && s.selection && s.selection !== selection) startSelection(s.selection);
-    if (s.state !== "selecting" && mode === "select") endBoxes();
-    if (s.state === "closed" && mode === "reanchor") endBoxes();
-  } catch (e) {
-    $("state").textContent = "disconnected";
-  }
-}
-
-function showBoxes(img, m) {
-  mode = m; still = img; boxes = []; drag = null;
-  canvas.width = img.naturalWidth || img.width; canvas.height = img.naturalHeight || img.height;
-  canvas.style.width = Math.min(canvas.width, document.body.clientWidth - 32) + "px";
-  $("hint").textContent = m === "select" ? "drag a box around each object, then start (Enter)"
-                                         : "drag a box around each object, then apply (Enter)";
-  $("start").textContent = m === "select" ? "start" : "apply";
-  $("cancel").classList.toggle("hidden", m !== "reanchor");
-  $("reanchor").classList.add("hidden");
-  $("tools").classList.remove("hidden");
-  stream.classList.add("hidden"); canvas.classList.remove("hidden");
-  refresh();
-}
-
-function startSelection(id) {
-  if (mode === "reanchor") endBoxes();  // the run asked for a new first mask: that wins
-  selection = id; $("msg").textContent = "";
-  const img = new Image();
-  img.onload = () => { if (selection === id) showBoxes(img, "select"); };
-  img.src = "select.jpg?id=" + id;
-}
-
-// Re-anchor: freeze the frame the page shows now (client side) and draw boxes on it.
-function startReanchor() {
-  if (mode !== null || !stream.naturalWidth) return;
-  const frozen = document.createElement("canvas");
-  frozen.width = stream.naturalWidth; frozen.height = stream.naturalHeight;
-  frozen.getContext("2d").drawImage(stream, 0, 0);
-  $("msg").textContent = "";
-  showBoxes(frozen, "reanchor");
-  $("state").textContent = "re-anchor: drag a box around each object";
-}
-
-function endBoxes() {
-  mode = null; still = null; drag = null; boxes = [];
-  canvas.classList.add("hidden"); $("tools").classList.add("hidden"); stream.classList.remove("hidden");
-  $("reanchor").classList.toggle("hidden", !canReanchor);
-}
-
-function refresh() {
-  $("undo").disabled = sending || boxes.length === 0;
-  $("start").disabled = sending || boxes.length === 0;
-  draw();
-}
-
-function rect(b) {
-  return { x: Math.min(b.x0, b.x1), y: Math.min(b.y0, b.y1), w: Math.abs(b.x1 - b.x0), h: Math.abs(b.y1 - b.y0) };
-}
-
-function draw() {
-  if (!still) return;
-  ctx.drawImage(still, 0, 0);
-  const lw = Math.max(2, canvas.width / 400), fs = Math.max(14, Math.round(canvas.width / 40));
-  const all = drag ? boxes.concat([drag]) : boxes;
-  all.forEach((b, i) => {
-    const r = rect(b), c = COLOURS[i % COLOURS.length];
-    ctx.globalAlpha = 0.2; ctx.fillStyle = c; ctx.fillRect(r.x, r.y, r.w, r.h); ctx.globalAlpha = 1;
-    ctx.lineWidth = lw; ctx.strokeStyle = c; ctx.strokeRect(r.x, r.y, r.w, r.h);
-    const label = String(i + 1);
-    ctx.font = "bold " + fs + "px system-ui, sans-serif";
-    const tw = ctx.measureText(label).width + fs * 0.5;
-    ctx.fillStyle = c; ctx.fillRect(r.x, r.y, tw, fs * 1.2);
-    ctx.fillStyle = "#000"; ctx.textBaseline = "top"; ctx.fillText(label, r.x + fs * 0.25, r.y + fs * 0.1);
-  });
-}
-
-// Displayed (CSS) pixels -> image pixels: the canvas holds the frame at its natural size.
-function toImage(clientX, clientY) {
-  const r = canvas.getBoundingClientRect();
-  const x = (clientX - r.left) * canvas.width / r.width, y = (clientY - r.top) * canvas.height / r.height;
-  return { x: Math.max(0, Math.min(canvas.width, x)), y: Math.max(0, Math.min(canvas.height, y)) };
-}
-function down(cx, cy) { if (!still || sending) return; const p = toImage(cx, cy); drag = { x0: p.x, y0: p.y, x1: p.x, y1: p.y }; draw(); }
-function move(cx, cy) { if (!drag) return; const p = toImage(cx, cy); drag.x1 = p.x; drag.y1 = p.y; draw(); }
-function up() {
-  if (!drag) return;
-  const d = drag; drag = null;
-  const r = xywh(d);
-  if (r.w >= 2 && r.h >= 2) { boxes.push(d); $("msg").textContent = ""; }
-  refresh();
-}
-function xywh(d) {
-  const x = Math.round(Math.min(d.x0, d.x1)), y = Math.round(Math.min(d.y0, d.y1));
-  return { x, y, w: Math.round(Math.max(d.x0, d.x1)) - x, h: Math.round(Math.max(d.y0, d.y1)) - y };
-}
-function undo() { if (!sending && boxes.length) { boxes.pop(); refresh(); } }
-
-async function send() {
-  if (sending || !mode || !boxes.length) return;
-  const m = mode, url = m === "select" ? "box" : "reanchor";
-  sending = true; refresh(); $("msg").textContent = "";
-  try {
-    const r = await fetch(url, { method: "POST", headers: { "Content-Type": "application/json" },
-                                 body: JSON.stringify({ boxes: boxes.map(xywh) }) });
-    const doc = await r.json();
-    if (!r.ok) $("msg").textContent = doc.error || ("HTTP " + r.status);
-    else if (mode === m) { endBoxes(); poll(); }
-  } catch (e) { $("msg").textContent = "could not send the boxes: " + e; }
-  sending = false; refresh();
-}
-
-$("undo").addEventListener("click", undo);
-$("start").addEventListener("click", send);
-$("cancel").addEventListener("click", () => { if (mode === "reanchor" && !sending) endBoxes(); });
-$("reanchor").addEventListener("click", startReanchor);
-window.addEventListener("keydown", (e) => {
-  if (!mode) return;
-  if (e.key === "Enter") { e.preventDefault(); send(); }
-  else if (e.key === "Backspace" || (e.key === "z" && (e.ctrlKey || e.metaKey))) { e.preventDefault(); undo(); }
-  else if (e.key === "Escape" && mode === "reanchor" && !sending) endBoxes();
-});
-canvas.addEventListener("mousedown", (e) => { e.preventDefault(); down(e.clientX, e.clientY); });
-window.addEventListener("mousemove", (e) => move(e.clientX, e.clientY));
-window.addEventListener("mouseup", () => up());
-canvas.addEventListener("touchstart", (e) => { e.preventDefault(); const t = e.changedTouches[0]; down(t.clientX, t.clientY); }, { passive: false });
-canvas.addEventListener("touchmove", (e) => { e.preventDefault(); const t = e.changedTouches[0]; move(t.clientX, t.clientY); }, { passive: false });
-canvas.addEventListener("touchend", (e) => { e.preventDefault(); up(); }, { passive: false });
-canvas.addEventListener("touchcancel", () => { drag = null; draw(); });
-
-// The MJPEG connection drops when the server restarts: reconnect.
-stream.addEventListener("error", () => setTimeout(() => { stream.src = "stream.mjpg?t=" + Date.now(); }, 1000));
-
-poll();
-setInterval(poll, 500);
-</script>
-</body>
-</html>
-"""

@@ -1,4 +1,5 @@
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -85,6 +86,15 @@ def test_console_script_default_sample(tmp_path):
         assert "NOT TRAINED" in r.stderr
     out = Path(tmp_path, "rtvos_out", "sample")
     assert len(list(out.glob("*.png"))) == 6 and _count_frames(out / "overlay.mp4") == 6
+    # Issue #20.8: run again, the demo replaces its own results (no "already holds results", exit 0) ...
+    r = subprocess.run([exe, "segment", "--max-frames", "3", "--size", "128", "--quiet"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert len(list(out.glob("*.png"))) == 3 and _count_frames(out / "overlay.mp4") == 3
+    # ... but an output folder the user named is still protected.
+    r = subprocess.run([exe, "segment", "--max-frames", "3", "--size", "128", "--quiet", "--out", str(out)],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "already holds results" in r.stderr, r.stderr
 
 
 def test_library_imports_no_app_training_or_optional_runtime():
@@ -105,6 +115,7 @@ def test_bad_box_and_output_fail_before_the_model_loads(synth, tmp_path, capsys,
         raise AssertionError("model loaded before the inputs were validated")
 
     monkeypatch.setattr(rtvos, "load_model", no_load)
+    monkeypatch.setattr(rtvos.models.hub, "load_model", no_load)  # what load_model_reporting calls
     out = tmp_path / "never"
     assert main(["segment", str(paths.video), "--box", "100,80,60,60", "--out", str(out), "--quiet"]) == 2
     assert "outside the 128x96 frame" in capsys.readouterr().err and not out.exists()
@@ -115,6 +126,48 @@ def test_bad_box_and_output_fail_before_the_model_loads(synth, tmp_path, capsys,
 
 
 # -- CLI conventions: version, logging, exit statuses, shared flags ------------------------------------------
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["segment", "--help"], ["bench", "--help"]])
+def test_version_and_help_do_not_import_torch(argv):
+    """Issue #20.5: `rtvos --version` / `--help` answer in a fraction of a second (torch alone takes ~1.5 s)."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "rtvos", *argv], capture_output=True, text=True,
+                       timeout=120, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert "rtvos.apps.cli" in imported  # the measurement sees the entry point's imports
+    assert not {"torch", "torchvision", "onnxruntime"} & imported, sorted(imported & {"torch", "torchvision", "onnxruntime"})
+
+
+def test_import_has_no_side_effect_and_the_cli_sets_omp_wait_policy():
+    """`import rtvos` leaves the environment alone; the CLI entry point asks for sleeping OpenMP workers before
+    anything imports torch (libgomp reads OMP_WAIT_POLICY once, when torch loads)."""
+    code = ("import os, sys\nsys.argv = ['rtvos']\nimport rtvos, rtvos.apps.cli\n"
+            "before = os.environ.get('OMP_WAIT_POLICY')\n"
+            "try:\n    rtvos.apps.cli.main(['--version'])\nexcept SystemExit:\n    pass\n"
+            "print(before, os.environ.get('OMP_WAIT_POLICY'), file=sys.stderr)")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    for given, want in ((None, "None PASSIVE"), ("ACTIVE", "ACTIVE ACTIVE")):  # the user's choice is kept
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                           env=env if given is None else {**env, "OMP_WAIT_POLICY": given})
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert r.stderr.strip().splitlines()[-1] == want
+
+
+def test_lazy_public_names_match_all():
+    """The lazily loaded names are the public API; importing the `rtvos.track` submodule first (as the library
+    itself does) still leaves `rtvos.track` the function."""
+    code = "import rtvos.track, rtvos; print(callable(rtvos.track), rtvos.track.__module__)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.split() == ["True", "rtvos.track"], r.stdout + r.stderr
+    import rtvos
+
+    assert set(rtvos._LAZY) | {"__version__"} == set(rtvos.__all__)
+    for name in rtvos.__all__:
+        assert getattr(rtvos, name) is not None
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        rtvos.nope  # noqa: B018
+
+
 def test_version(capsys):
     import rtvos
 

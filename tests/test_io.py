@@ -306,7 +306,7 @@ def test_overlay_exact_pixels() -> None:
     ids = np.zeros((4, 5), np.uint8)
     ids[1:3, 1:4] = 1
     ids[0, 0] = 2
-    out = overlay(frame, ids, alpha=0.5, contour=False)
+    out = overlay(frame, ids, DAVIS_PALETTE, alpha=0.5, contour=False)
     # (1-a)*100 + a*128 = 114, (1-a)*100 + a*0 = 50; background untouched.
     assert out[1, 1].tolist() == [114, 50, 50]
     assert out[0, 0].tolist() == [50, 114, 50]
@@ -317,7 +317,7 @@ def test_overlay_exact_pixels() -> None:
     big = np.zeros((5, 5), np.uint8)
     big[1:4, 1:4] = 3
     f5 = np.full((5, 5, 3), 100, np.uint8)
-    c = overlay(f5, big, alpha=0.25, contour=True)
+    c = overlay(f5, big, DAVIS_PALETTE, alpha=0.25, contour=True)
     assert c[2, 2].tolist() == [round(0.75 * 100 + 0.25 * 128)] * 2 + [75]  # interior blended
     assert c[1, 1].tolist() == [128, 128, 0]  # boundary: pure palette colour
     assert c[0, 0].tolist() == [100, 100, 100]
@@ -351,12 +351,54 @@ def test_overlay_matches_numpy_reference() -> None:
     frame = rng.integers(0, 256, (48, 80, 3), dtype=np.uint8)
     ids = rng.integers(0, 4, (48, 80)).astype(np.uint8)
     ids[:20] = 0
-    got = overlay(frame, ids, alpha=0.5, contour=False)
+    got = overlay(frame, ids, DAVIS_PALETTE, alpha=0.5, contour=False)
     col = DAVIS_PALETTE[ids].astype(np.float64)
     ref = np.where((ids > 0)[..., None], np.rint(0.5 * frame + 0.5 * col), frame)
     np.testing.assert_array_equal(got, ref.astype(np.uint8))
     empty = np.zeros_like(ids)
     np.testing.assert_array_equal(overlay(frame, empty), frame)
+
+
+@pytest.mark.parametrize(("h", "w", "px"), [(480, 854, 2), (480, 640, 2), (720, 1280, 3), (1080, 1920, 4), (96, 128, 1)])
+def test_overlay_contour_scales_with_the_frame(h: int, w: int, px: int) -> None:
+    """Issue #20.6: the outline is >= 2 px at 480p (1 px per 240 px of the short side), in the pure display colour."""
+    from rtvos.io.overlay import DISPLAY_PALETTE, contour_width
+
+    assert contour_width((h, w, 3)) == px
+    frame = np.full((h, w, 3), 100, np.uint8)
+    ids = np.zeros((h, w), np.uint8)
+    y0, y1, x0, x1 = h // 4, 3 * h // 4, w // 4, 3 * w // 4
+    ids[y0:y1, x0:x1] = 1
+    out = overlay(frame, ids)
+    pure = (out == DISPLAY_PALETTE[1]).all(axis=2)
+    row, col = pure[h // 2], pure[:, w // 2]
+    assert row[x0:x0 + px].all() and not row[x0 + px] and not row[x0 - 1], np.flatnonzero(row)[:8]  # left edge
+    assert row[x1 - px:x1].all() and not row[x1 - px - 1] and not row[x1]  # right edge
+    assert col[y0:y0 + px].all() and not col[y0 + px]  # top edge
+    blended = np.rint(0.5 * 100 + 0.5 * DISPLAY_PALETTE[1].astype(float)).astype(np.uint8)
+    assert out[h // 2, w // 2].tolist() == blended.tolist()  # the inside is blended, not outlined
+
+
+def test_display_colours_are_distinct_and_saturated_and_pngs_keep_their_palette(tmp_path: Path) -> None:
+    """Screens use DISPLAY_COLOURS (far apart, saturated); the PNG masks keep the input palette."""
+    import cv2
+
+    from rtvos.io.overlay import DISPLAY_COLOURS, DISPLAY_PALETTE
+
+    hsv = cv2.cvtColor(np.array([DISPLAY_COLOURS], np.uint8), cv2.COLOR_RGB2HSV)[0].astype(int)
+    assert (hsv[:, 1] >= 200).all() and (hsv[:, 2] >= 200).all(), hsv  # saturated and bright
+    rgb = np.array(DISPLAY_COLOURS, int)
+    gaps = [np.abs(a - b).max() for i, a in enumerate(rgb) for b in rgb[i + 1:]]
+    assert min(gaps) >= 60, min(gaps)  # no two colours alike
+    assert DISPLAY_PALETTE[0].tolist() == [0, 0, 0] and DISPLAY_PALETTE[11].tolist() == list(DISPLAY_COLOURS[0])
+
+    pal = DAVIS_PALETTE.copy()
+    pal[1] = (10, 20, 30)
+    ids = np.zeros((8, 8), np.uint8)
+    ids[2:6, 2:6] = 1
+    write_mask(tmp_path / "m.png", ids, pal)
+    back, back_pal = read_mask(tmp_path / "m.png")
+    assert np.array_equal(back, ids) and back_pal[1].tolist() == [10, 20, 30]
 
 
 def test_fragmented_writer_for_live_streams(tmp_path: Path) -> None:

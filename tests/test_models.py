@@ -184,6 +184,19 @@ def test_load_model_random_warns():
         load_model("nonsense")
 
 
+def test_load_model_reporting_flags_random_weights_without_warning():
+    import warnings
+
+    from rtvos.models import load_model_reporting
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the flag replaces the warning
+        model, random_weights = load_model_reporting("rpmnet_r18")
+        assert random_weights and model.meta["trained"] is False
+        if rtvos.models.hub.default_weights_path() is not None:
+            assert load_model_reporting("default")[1] is False
+
+
 def test_named_random_init_is_reproducible_and_leaves_the_global_rng_alone():
     import warnings
 

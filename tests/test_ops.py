@@ -6,6 +6,7 @@ export/compile as a single node, because a TensorRT plugin later replaces that n
 """
 
 import importlib.util
+import math
 import random
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rtvos.ops import DeformConv2d, deform_conv2d, deform_conv2d_reference
+from rtvos.ops import DeformConv2d, deform_conv2d
 from rtvos.ops import deform_conv as dc_module
 
 try:
@@ -31,6 +32,86 @@ requires_torchvision = pytest.mark.skipif(tv_ops is None, reason=_TV_SKIP_REASON
 F64 = torch.float64
 STRATEGIES = ("im2col", "project")
 OP_TARGET = "rtvos.deform_conv2d"
+
+
+# --------------------------------------------------------------------------------------
+# slow loop reference (as torchvision keeps its own in its test_ops.py)
+# --------------------------------------------------------------------------------------
+def _bilinear_reference(image: Tensor, y: Tensor, x: Tensor) -> Tensor:
+    """torchvision's ``bilinear_interpolate`` transcribed literally, for a (C, H, W) image
+    at scalar tensor coordinates (kept as tensors so autograd reaches the offsets)."""
+    c, height, width = image.shape
+    yf, xf = float(y.detach()), float(x.detach())
+    zero = image.new_zeros(c)
+    if yf <= -1 or yf >= height or xf <= -1 or xf >= width:
+        return zero
+    y_low, x_low = math.floor(yf), math.floor(xf)
+    y_high, x_high = y_low + 1, x_low + 1
+    ly, lx = y - y_low, x - x_low
+    hy, hx = 1 - ly, 1 - lx
+    v1 = image[:, y_low, x_low] if y_low >= 0 and x_low >= 0 else zero
+    v2 = image[:, y_low, x_high] if y_low >= 0 and x_high <= width - 1 else zero
+    v3 = image[:, y_high, x_low] if y_high <= height - 1 and x_low >= 0 else zero
+    v4 = image[:, y_high, x_high] if y_high <= height - 1 and x_high <= width - 1 else zero
+    return hy * hx * v1 + hy * lx * v2 + ly * hx * v3 + ly * lx * v4
+
+
+def deform_conv2d_reference(
+    input: Tensor,
+    offset: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor] = None,
+    stride: dc_module.IntPair = 1,
+    padding: dc_module.IntPair = 0,
+    dilation: dc_module.IntPair = 1,
+    mask: Optional[Tensor] = None,
+) -> Tensor:
+    """Obviously-correct loop implementation (one Python iteration per output pixel and tap),
+    independent of grid_sample, used to validate the fast path on tiny tensors; it shares the op's
+    argument checks, so both reject the same misuse."""
+    stride_ = dc_module._pair(stride, "stride")
+    padding_ = dc_module._pair(padding, "padding")
+    dilation_ = dc_module._pair(dilation, "dilation")
+    offset_groups, weight_groups, out_h, out_w = dc_module._check_args(
+        input, offset, weight, bias, stride_, padding_, dilation_, mask
+    )
+    n_batch, c, _, _ = input.shape
+    o, cw, kh, kw = weight.shape
+    k = kh * kw
+    cg = c // offset_groups
+    og = o // weight_groups
+    outputs = []
+    for n in range(n_batch):
+        group_cols = []
+        for g in range(offset_groups):
+            image = input[n, g * cg : (g + 1) * cg]
+            taps = []
+            for i in range(kh):
+                for j in range(kw):
+                    tap = i * kw + j
+                    pixels = []
+                    for oy in range(out_h):
+                        for ox in range(out_w):
+                            dy = offset[n, (g * k + tap) * 2, oy, ox]
+                            dx = offset[n, (g * k + tap) * 2 + 1, oy, ox]
+                            y = oy * stride_[0] - padding_[0] + i * dilation_[0] + dy
+                            x = ox * stride_[1] - padding_[1] + j * dilation_[1] + dx
+                            value = _bilinear_reference(image, y, x)
+                            if mask is not None:
+                                value = value * mask[n, g * k + tap, oy, ox]
+                            pixels.append(value)
+                    taps.append(torch.stack(pixels, dim=-1).reshape(cg, out_h, out_w))
+            group_cols.append(torch.stack(taps, dim=1))  # (cg, K, Hout, Wout)
+        cols = torch.cat(group_cols, dim=0)  # (C, K, Hout, Wout)
+        per_group = []
+        for g in range(weight_groups):
+            wg = weight[g * og : (g + 1) * og].reshape(og, cw, k)
+            per_group.append(torch.einsum("ock,ckhw->ohw", wg, cols[g * cw : (g + 1) * cw]))
+        out = torch.cat(per_group, dim=0)
+        if bias is not None:
+            out = out + bias[:, None, None]
+        outputs.append(out)
+    return torch.stack(outputs, dim=0)
 
 
 # --------------------------------------------------------------------------------------

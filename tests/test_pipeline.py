@@ -29,8 +29,8 @@ from rtvos.models import RandomWeightsWarning
 from rtvos.pipeline import Pipeline, PipelineConfig, Reservoir, run_pipeline
 
 S = 64
-JSONL_FIELDS = {"frame", "source_index", "pts_s", "captured_s", "output_s", "latency_ms", "step_ms", "stages_ms",
-                "dropped", "objects", "boxes", "rle"}
+JSONL_FIELDS = {"frame", "source_index", "pts_s", "captured_s", "size", "anchored", "output_s", "latency_ms", "step_ms",
+                "stages_ms", "dropped", "objects"}
 
 
 def _decoded_frames(path: Path) -> int:
@@ -142,9 +142,9 @@ def test_pipeline_writes_every_output(model, synth, tmp_path):
     for r in rows:
         assert r["latency_ms"] == pytest.approx((r["output_s"] - r["captured_s"]) * 1e3, abs=0.01)
         assert r["latency_ms"] >= r["step_ms"] > 0 and r["dropped"] == 0
-        assert set(r["objects"]) == {"1", "2"} and r["pts_s"] is not None
+        assert [o["id"] for o in r["objects"]] == [1, 2] and r["pts_s"] is not None
         assert {"decode", "preprocess", "overlay", "encode", "png"} <= set(r["stages_ms"])
-    assert rows[0]["objects"] == {str(i): int((mask == i).sum()) for i in (1, 2)}
+    assert [(o["id"], o["area"]) for o in rows[0]["objects"]] == [(i, int((mask == i).sum())) for i in (1, 2)]
     assert _no_pipeline_threads()
 
 

@@ -204,9 +204,9 @@ def test_jsonl_has_boxes_and_rle_and_mask_video(clip, seg, tmp_path):
     lines = [json.loads(x) for x in log.read_text().splitlines()]
     assert len(lines) == len(results)
     for line, r in zip(lines, results):
-        assert set(line["boxes"]) == {"1", "2"}
-        for k in ("1", "2"):
-            assert np.array_equal(rle_decode(line["rle"][k]), r.mask == int(k))
+        assert [o["id"] for o in line["objects"]] == [1, 2]
+        for o in line["objects"]:
+            assert np.array_equal(rle_decode(o["rle"]), r.mask == o["id"]) and o["box"] is not None
     with av.open(str(vid)) as c:
         frames = [f.to_ndarray(format="gray") for f in c.decode(video=0)]
     assert len(frames) == len(results)
@@ -253,7 +253,7 @@ def test_cli_several_boxes_points_exist_ok_and_mask_video(clip, tmp_path, capsys
     assert set(np.unique(first)) == {0, 1, 2}
     assert (tmp_path / "m.mp4").stat().st_size > 0
     line = json.loads((tmp_path / "l.jsonl").read_text().splitlines()[0])
-    assert set(line["rle"]) == {"1", "2"} and set(line["boxes"]) == {"1", "2"}
+    assert [(o["id"], "rle" in o, o["box"] is not None) for o in line["objects"]] == [(1, True, True), (2, True, True)]
     # The folder now holds results: a second run is refused (exit 2, one line) unless --exist-ok.
     capsys.readouterr()
     assert main([*base, "--box", boxes[0]]) == 2

@@ -32,7 +32,12 @@ from rtvos.io import InputError
 from rtvos.io.prompt import box_to_mask, parse_box
 from rtvos.web import LiveView
 
+
 # -- helpers ---------------------------------------------------------------------------------------------------
+def _first_box(view: LiveView, timeout: float | None = None) -> tuple[int, int, int, int] | None:
+    """The first box of the next selection (these tests track one object), None on timeout."""
+    boxes = view.wait_boxes(timeout)
+    return boxes[0] if boxes else None
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -223,6 +228,21 @@ def test_page_loads(view):
     assert _get(view.url + "nope")[0] == 404
 
 
+def test_page_is_package_data_with_the_overlay_colours(view):
+    """The page ships as rtvos/static/live.html; its box colours are the overlay's (object k, colour k)."""
+    import re
+    from importlib import resources
+
+    from rtvos.io.overlay import DISPLAY_COLOURS
+
+    raw = resources.files("rtvos").joinpath("static/live.html").read_text(encoding="utf-8")
+    assert "__RTVOS_DISPLAY_COLOURS__" in raw
+    page = _get(view.url)[2].decode()
+    m = re.search(r"const COLOURS = (\[[^\]]*\]);", page)
+    assert m, "the page has no COLOURS list"
+    assert json.loads(m.group(1)) == ["#%02x%02x%02x" % c for c in DISPLAY_COLOURS]
+
+
 def test_stream_delivers_distinct_jpegs_of_the_published_size(view, clip):
     conn, resp, boundary = _open_stream(view)
     try:
@@ -297,12 +317,12 @@ def test_box_roundtrip_and_validation(view, clip):
     for body, needle in bad.items():
         status, doc = _post(url, body)
         assert status == 400 and needle in doc["error"], (body, doc)
-    assert view.wait_box(timeout=0.05) is None  # nothing good posted yet
+    assert _first_box(view, 0.05) is None  # nothing good posted yet
 
     status, doc = _post(url, b'{"x": 20, "y": 10, "w": 60, "h": 50}')
     assert status == 200 and doc["box"] == [20, 10, 60, 50]
-    assert view.wait_box(timeout=5) == (20, 10, 60, 50)
-    assert view.wait_box(timeout=0.05) is None  # consumed
+    assert _first_box(view, 5) == (20, 10, 60, 50)
+    assert _first_box(view, 0.05) is None  # consumed
     assert json.loads(_get(view.url + "stats.json")[2])["state"] != "selecting"
     assert _post(url, b'{"x":1,"y":1,"w":5,"h":5}')[0] == 409  # selection over
 
@@ -319,10 +339,10 @@ def test_several_boxes_roundtrip_in_order(view, clip):
     assert json.loads(_get(view.url + "stats.json")[2])["state"] != "selecting"
     assert _post(url, json.dumps({"boxes": boxes}).encode())[0] == 409  # selection over
 
-    # wait_box (one-object callers) gets the first of several.
+    # A second selection on a new still: only the boxes posted for it.
     view.request_box(clip.frames[1])
     assert _post(url, json.dumps({"boxes": boxes[1:]}).encode())[0] == 200
-    assert view.wait_box(timeout=5) == (100, 60, 40, 30)
+    assert view.wait_boxes(timeout=5)[0] == (100, 60, 40, 30)
 
 
 def test_single_box_body_still_accepted(view, clip):
@@ -416,14 +436,14 @@ def test_reanchor_security_checks(view, clip):
     assert status == 200 and got == [[(20, 10, 60, 50)]]
 
 
-def test_close_unblocks_waiting_stream_clients_and_wait_box(clip):
+def test_close_unblocks_waiting_stream_clients_and_wait_boxes(clip):
     view = LiveView(port=0)
     view.start()
     view.request_box(clip.frames[0])
     conn, resp, _ = _open_stream(view)  # no frame published: the client waits on the condition
     got: dict[str, object] = {}
     t_stream = threading.Thread(target=lambda: got.update(stream=resp.read()), daemon=True)
-    t_box = threading.Thread(target=lambda: got.update(box=view.wait_box()), daemon=True)
+    t_box = threading.Thread(target=lambda: got.update(box=_first_box(view)), daemon=True)
     t_stream.start()
     t_box.start()
     time.sleep(0.3)
@@ -617,7 +637,7 @@ def test_browser_page_shows_stream_and_drag_selects_a_box(browser, tmp_path, cap
             )
             assert view.wait_boxes(timeout=0.5) is None  # a drag only adds a box; "start" sends them
             browser.find_element("id", "start").click()
-            box = view.wait_box(timeout=20)
+            box = _first_box(view, 20)
             assert box is not None, "the page did not post the dragged box"
             tol = 1.5 / min(sx, sy) + 1  # one CSS pixel of rounding at each end, in image pixels
             assert all(abs(a - b) <= tol for a, b in zip(box, target)), (box, target, tol)
@@ -666,7 +686,7 @@ def test_browser_drag_starts_segmentation_end_to_end(browser, tmp_path):
         try:
             view.publish(clip.frames[0], {})
             view.request_box(clip.frames[0])
-            box = view.wait_box(timeout=60)
+            box = _first_box(view, 60)
             if box is None:
                 return
             result["box"] = box
@@ -779,7 +799,7 @@ def test_cross_origin_and_rebinding_requests_are_refused(view, clip):
     assert status == 421
     status, _ = _raw(view, "POST", "/box", {"Host": "evil.example", "Content-Type": "application/json"}, box)
     assert status == 421
-    assert view.wait_box(timeout=0.05) is None  # none of them started anything
+    assert _first_box(view, 0.05) is None  # none of them started anything
     status, _ = _raw(view, "POST", "/box", {"Host": f"localhost:{view.port}", "Content-Type": "application/json",
                                             "Origin": f"http://localhost:{view.port}"}, box)
-    assert status == 200 and view.wait_box(timeout=5) == (20, 10, 60, 50)
+    assert status == 200 and _first_box(view, 5) == (20, 10, 60, 50)

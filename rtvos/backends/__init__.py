@@ -11,22 +11,18 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ..common import AUTO, BUILTIN_BACKENDS, check_precision
 from ..models.rpmnet import RPMNet
 
 __all__ = ["Backend", "EagerBackend", "register_backend", "create_backend", "list_backends", "backend_status",
            "resolve_backend", "resolve_device", "backend_names", "AUTO"]
-
-AUTO = "auto"  # the fastest backend verified on this device (see resolve_backend)
-
 
 class Backend:
     name = "base"
     fused = False  # True when step() runs embed + match as one unit (then they cannot be timed apart)
 
     def __init__(self, model: RPMNet, size: tuple[int, int], device: torch.device, precision: str = "fp32") -> None:
-        if precision not in ("fp32", "fp16"):
-            raise ValueError(f"precision must be 'fp32' or 'fp16', got {precision!r}")
-        self.model, self.size, self.device, self.precision = model, size, device, precision
+        self.model, self.size, self.device, self.precision = model, size, device, check_precision(precision)
 
     def embed(self, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -148,12 +144,11 @@ def _register_optional_backends() -> None:
 
         return factory, probe
 
-    for name, module, cls in (
-        ("compile", "compiled", "CompiledBackend"),
-        ("onnx", "onnx", "OnnxBackend"),
-        ("tensorrt", "tensorrt", "TensorRTBackend"),
-    ):
-        register_backend(name, *lazy(module, cls))
+    modules = {"compile": ("compiled", "CompiledBackend"), "onnx": ("onnx", "OnnxBackend"),
+               "tensorrt": ("tensorrt", "TensorRTBackend")}
+    for name in BUILTIN_BACKENDS:  # the one list of built-in names (rtvos.common); eager is registered above
+        if name != "eager":
+            register_backend(name, *lazy(*modules[name]))
 
 
 _register_optional_backends()

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from ..cache import user_cache_dir
+from ..common import check_precision
 from ..models.rpmnet import STRIDE, RPMNet
 from . import Backend
 from .compiled import EmbedModule, MatchModule, StepModule
@@ -225,8 +226,7 @@ def export_onnx(
         raise ValueError(f"kind must be one of {list(_IO_NAMES)}, got {kind!r}")
     if deform not in ("deformconv", "gridsample"):
         raise ValueError(f"deform must be 'deformconv' or 'gridsample' here (resolve 'auto' first), got {deform!r}")
-    if precision not in ("fp32", "fp16"):
-        raise ValueError(f"precision must be 'fp32' or 'fp16', got {precision!r}")
+    check_precision(precision)
     size = (int(size[0]), int(size[1]))
     key = hashlib.sha256(
         "|".join(

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 
 from ..cache import user_cache_dir
+from ..common import check_precision
 
 if TYPE_CHECKING:
     from ..models.rpmnet import RPMNet
@@ -164,8 +165,7 @@ def build_engine(
     from .onnx import model_hash
     from .tensorrt_plugin import import_tensorrt
 
-    if precision not in ("fp32", "fp16"):
-        raise ValueError(f"precision must be 'fp32' or 'fp16', got {precision!r}")
+    check_precision(precision)
     if route not in ROUTES:
         raise ValueError(f"route must be one of {ROUTES}, got {route!r}")
     if kind not in ("step", "embed"):

@@ -35,11 +35,7 @@ from .flops import (
 from .machine import loadavg, machine_info, versions
 from .report import format_report, plot_result
 from .runner import (
-    ALWAYS_STAGES,
-    AUTO_BACKEND,
-    KNOWN_BACKENDS,
     NET_STAGES,
-    PIPELINE_STAGES,
     BenchConfig,
     FrameLoop,
     mask_iou,
@@ -48,15 +44,11 @@ from .runner import (
 from .schema import RESULT_SCHEMA, SCHEMA_ID, SchemaError, result_schema, validate_result
 
 __all__ = [
-    "ALWAYS_STAGES",
-    "AUTO_BACKEND",
     "BILINEAR_FLOPS_PER_POINT",
     "BILINEAR_FLOPS_PER_VALUE",
     "BenchConfig",
     "FrameLoop",
-    "KNOWN_BACKENDS",
     "NET_STAGES",
-    "PIPELINE_STAGES",
     "RESULT_SCHEMA",
     "SCHEMA_ID",
     "SchemaError",

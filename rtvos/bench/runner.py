@@ -16,7 +16,6 @@ import re
 import shutil
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,8 @@ import cv2
 import numpy as np
 import torch
 
-from ..backends import AUTO, resolve_backend, resolve_device
+from ..backends import resolve_backend, resolve_device
+from ..common import AUTO, BUILTIN_BACKENDS, check_precision, one_line, stage_order
 from ..data.sample import sample_clip_paths
 from ..io import DAVIS_PALETTE, FrameSourceBase, InputError, open_source, read_mask
 from ..stats import Timer, summarize
@@ -36,13 +36,6 @@ from .schema import SCHEMA_ID
 
 __all__ = ["BenchConfig", "FrameLoop", "mask_iou", "run_benchmark"]
 
-KNOWN_BACKENDS = ("eager", "compile", "onnx", "tensorrt")
-AUTO_BACKEND = AUTO  # resolved to a concrete backend per device by rtvos.backends.resolve_backend
-#: Stages in pipeline order (Pipeline's stages_ms keys); fused backends report embed_match instead of embed +
-#: match. png is the MaskSink, overlay + encode the VideoSink (H.264), as `rtvos segment` writes them.
-PIPELINE_STAGES = ("decode", "preprocess", "embed", "match", "embed_match", "flow", "propagate", "postprocess",
-                   "png", "overlay", "encode")
-ALWAYS_STAGES = ("decode", "preprocess", "propagate", "postprocess", "png", "overlay", "encode")
 NET_STAGES = ("embed", "match", "embed_match")  # the network part of a step, what the compute floor bounds
 #: Environment variables that steer thread pools, recorded with every result.
 THREAD_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "OMP_PROC_BIND", "GOMP_SPINCOUNT", "KMP_BLOCKTIME",
@@ -112,13 +105,15 @@ class BenchConfig:
     def check(self) -> None:
         """Every bad value as one InputError line, before anything slow runs."""
         if not self.backends:
-            raise InputError("no backend given; expected one or more of " + ", ".join(KNOWN_BACKENDS))
+            raise InputError("no backend given; expected one or more of " + ", ".join(BUILTIN_BACKENDS))
         for b in self.backends:
-            if b not in (*KNOWN_BACKENDS, AUTO_BACKEND):
+            if b not in (*BUILTIN_BACKENDS, AUTO):
                 raise InputError(f"unknown backend {b!r}; expected one or more of "
-                                 f"{', '.join((*KNOWN_BACKENDS, AUTO_BACKEND))}")
-        if self.precision not in ("fp32", "fp16"):
-            raise InputError(f"precision must be fp32 or fp16, got {self.precision!r}")
+                                 f"{', '.join((*BUILTIN_BACKENDS, AUTO))}")
+        try:
+            check_precision(self.precision)
+        except ValueError as e:
+            raise InputError(str(e)) from None
         if self.size is not None and (self.size <= 0 or self.size % 64):
             raise InputError(f"--size must be a positive multiple of 64, got {self.size}")
         if self.frames < 1:
@@ -224,11 +219,6 @@ class FrameLoop:
 # ---------------------------------------------------------------------------------------------------------------
 # the runner
 # ---------------------------------------------------------------------------------------------------------------
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
-
-
 def _make_segmenter(model: Any, config: BenchConfig, backend: str, precision: str, frame_hw: tuple[int, int],
                     cache: bool = True) -> Any:
     from ..segmenter import Segmenter
@@ -410,24 +400,19 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] | None = None)
 
 
 def _run(config: BenchConfig, workdir: Path, say: Callable[[str], None]) -> dict[str, Any]:
-    from .. import load_model, load_network
     from ..backends import backend_status
-    from ..models.rpmnet import RPMNet
     from ..eval.baselines import FlowBaseline
-    from ..models import RandomWeightsWarning
+    from ..models import load_model_reporting, load_network
+    from ..models.rpmnet import RPMNet
 
     machine = machine_info()
     dev = config.torch_device()
     clock = timer = Timer(dev)  # one clock: synchronised reads for the pipeline, CUDA events for steps
     source = _prepare_source(config, workdir)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", RandomWeightsWarning)
-        tracked = load_model(config.model)
-        # A model without a network (the default: DIS + appearance) runs the pipeline passes; the backend passes
-        # (step per backend, cached vs uncached, compute floor) time the default network, what `--model NAME` runs.
-        model = tracked if isinstance(tracked, RPMNet) else load_network("default")
-    random_weights = any(issubclass(w.category, RandomWeightsWarning) for w in caught) or not model.meta.get(
-        "trained", False)
+    tracked, random_weights = load_model_reporting(config.model)
+    # A model without a network (the default: DIS + appearance) runs the pipeline passes; the backend passes
+    # (step per backend, cached vs uncached, compute floor) time the default network, what `--model NAME` runs.
+    model = tracked if isinstance(tracked, RPMNet) else load_network("default")
     status = backend_status()
     requested = list(dict.fromkeys(resolve_backend(b, dev, config.precision) for b in config.backends))
     backends: dict[str, dict[str, Any]] = {}
@@ -445,7 +430,7 @@ def _run(config: BenchConfig, workdir: Path, say: Callable[[str], None]) -> dict
         try:
             seg = _make_segmenter(model, config, name, precision, source.first_mask.shape)
         except Exception as e:  # a backend that cannot build here is a result, not a crash
-            backends[key] = {"status": "failed", "reason": _one_line(e), "precision": precision}
+            backends[key] = {"status": "failed", "reason": one_line(e, with_type=True), "precision": precision}
             say(f"{key}: failed ({backends[key]['reason']})")
             return None
         return seg, time.perf_counter() - t
@@ -473,7 +458,7 @@ def _run(config: BenchConfig, workdir: Path, say: Callable[[str], None]) -> dict
     seq = _sequential_pass(pipeline_seg, source, config, workdir, clock, primary_build_s)
     setup_primary, loops, frame_size = seq["setup_s"], seq["loops"], seq["frame_size"]
     e2e, step_samples = seq["e2e"], seq["step"]
-    stage_samples = {k: seq["stages"][k] for k in _stage_order(seq["stages"])}
+    stage_samples = {k: seq["stages"][k] for k in stage_order(seq["stages"])}
     stage_summary = {k: summarize(v) for k, v in stage_samples.items()}
     e2e_summary = summarize(e2e)
     unaccounted = e2e_summary["mean_ms"] - sum(s["mean_ms"] for s in stage_summary.values())
@@ -507,7 +492,7 @@ def _run(config: BenchConfig, workdir: Path, say: Callable[[str], None]) -> dict
         except Exception as e:
             if is_reference:
                 raise
-            backends[key] = {"status": "failed", "reason": _one_line(e), "precision": precision}
+            backends[key] = {"status": "failed", "reason": one_line(e, with_type=True), "precision": precision}
             continue
         if is_reference:
             reference = p["masks"]
@@ -677,8 +662,3 @@ def _run(config: BenchConfig, workdir: Path, say: Callable[[str], None]) -> dict
             "uncached": cu_times[False],
         },
     }
-
-
-def _stage_order(names: Any) -> list[str]:
-    known = [s for s in PIPELINE_STAGES if s in names]
-    return known + sorted(n for n in names if n not in PIPELINE_STAGES)

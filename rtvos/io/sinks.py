@@ -23,7 +23,7 @@ import numpy as np
 from .base import Frame, InputError
 from .masks import DAVIS_PALETTE, write_mask
 from .overlay import overlay as draw_overlay
-from .rle import object_boxes, rle_encode
+from .record import frame_record
 from .writer import VideoWriter
 
 if TYPE_CHECKING:
@@ -94,7 +94,7 @@ class SegmentedFrame:
         """The coloured overlay (H×W×3 uint8 RGB), drawn on first use and timed as stage "overlay"."""
         if self._overlay is None:
             t = time.perf_counter()
-            self._overlay = draw_overlay(self.frame.image, self.mask, self.palette)
+            self._overlay = draw_overlay(self.frame.image, self.mask)  # display colours; PNGs keep the palette
             self.stages_ms["overlay"] = (time.perf_counter() - t) * 1e3
         return self._overlay
 
@@ -236,16 +236,12 @@ def _space_reason(e: OSError) -> str:
     return e.strerror or str(e)
 
 
-def _r(value: float | None, digits: int = 3) -> float | None:
-    return None if value is None else round(float(value), digits)
-
-
 class JsonlSink(Sink):
     """One JSON object per frame, flushed per line so a killed run keeps its log.
 
-    Fields: frame, source_index, pts_s, captured_s, output_s, latency_ms, step_ms, stages_ms, dropped,
-    objects ({"<id>": area_px}), boxes ({"<id>": [x1, y1, x2, y2] or null when lost}) and, with ``rle`` (the
-    default), rle ({"<id>": COCO RLE}, `rtvos.io.rle`). Runs after every other sink, so ``output_s`` and ``latency_ms`` cover them.
+    Each line is `rtvos.io.record.frame_record` (the layout of `Result.to_json`, schema `frame.schema.json`);
+    ``rle=False`` leaves out the objects' COCO RLE. Runs after every other sink, so ``output_s`` and
+    ``latency_ms`` cover them.
     """
 
     name = "jsonl"
@@ -265,31 +261,9 @@ class JsonlSink(Sink):
         except OSError as err:
             raise InputError(f"cannot write JSON log {self.path}: {err.strerror or err}") from None
 
-    @staticmethod
-    def record(item: SegmentedFrame, rle: bool = False) -> dict[str, Any]:
-        """The log line of one frame (output_s must be set); ``rle`` adds each object's COCO RLE."""
-        frame = item.frame
-        captured = item.captured_s if frame.captured_s is None else frame.captured_s
-        ids = [i for i in item.step.object_ids if i != 0]
-        boxes = object_boxes(item.mask, ids)
-        return {
-            "frame": item.n,
-            "source_index": frame.index,
-            "pts_s": _r(frame.pts_s, 6),
-            "captured_s": _r(captured, 6),
-            "output_s": _r(item.output_s, 6),
-            "latency_ms": _r(item.latency_ms),
-            "step_ms": _r(item.step_ms),
-            "stages_ms": {k: _r(v) for k, v in item.stages_ms.items()},
-            "dropped": int(item.dropped),
-            "objects": {str(k): v for k, v in item.object_areas().items()},
-            "boxes": {str(k): None if np.isnan(b[0]) else [int(v) for v in b] for k, b in zip(ids, boxes)},
-            **({"rle": {str(k): rle_encode(item.mask == k) for k in ids}} if rle else {}),
-        }
-
     def write(self, item: SegmentedFrame) -> None:
         assert self._file is not None, "JsonlSink.open was not called"
-        self._file.write(json.dumps(self.record(item, self.rle), separators=(",", ":")) + "\n")
+        self._file.write(json.dumps(frame_record(item, rle=self.rle), separators=(",", ":")) + "\n")
         self._file.flush()
         self.lines += 1
 

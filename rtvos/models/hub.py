@@ -15,7 +15,7 @@ from .registry import create_model, list_models
 from .rpmnet import RPMNet
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_NETWORK", "SHIPPED", "RandomWeightsWarning", "load_model", "load_network",
-           "default_weights_path", "shipped_weights_path", "model_names"]
+           "load_model_reporting", "default_weights_path", "shipped_weights_path", "model_names"]
 
 # What "default" means: DIS ultrafast-fine + the appearance stage (the Segmenter's default). The learned residual of
 # the RPM-Net prior model adds no measurable accuracy over its DIS prior yet (docs/training.md), so it is not in
@@ -88,3 +88,12 @@ def load_network(spec: str | os.PathLike[str] = "default", matching: str = "defo
     if os.sep in spec_s or spec_s.endswith((".pt", ".pth")) or Path(spec_s).exists():
         return load_checkpoint(spec_s).eval()
     raise ValueError(f"unknown model {spec_s!r}: expected one of {model_names()} or a checkpoint path")
+
+
+def load_model_reporting(spec: str | os.PathLike[str] = "default") -> tuple[RPMNet | FlowModel, bool]:
+    """`load_model` for callers that report untrained weights themselves (the CLI's banner, the bench's
+    `random_weights` field): returns (model, random_weights) and keeps the RandomWeightsWarning quiet."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomWeightsWarning)
+        model = load_model(spec)
+    return model, not model.meta.get("trained", False)

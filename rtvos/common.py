@@ -1,0 +1,49 @@
+"""Facts that the library and the apps share, each defined once here.
+
+Imports nothing heavy: the CLI reads it to build its parser before torch is (or is not) imported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = ["APPEARANCE_MODES", "DEFAULT_APPEARANCE", "AUTO", "BUILTIN_BACKENDS", "PRECISIONS", "STAGES", "check_precision", "one_line", "stage_order"]
+
+#: A `backend=`/`device=` value that picks the best choice for the device at run time (rtvos.backends).
+AUTO = "auto"
+#: The backends rtvos registers itself (rtvos.backends): eager first, the reference every other one must match.
+BUILTIN_BACKENDS = ("eager", "compile", "onnx", "tensorrt")
+#: Appearance stages of the Segmenter (rtvos.appearance): "grid" fuses a causal colour model with the propagated
+#: scores, "none" is flow propagation alone. The default everywhere (Segmenter, track, the CLI, eval).
+APPEARANCE_MODES = ("grid", "none")
+DEFAULT_APPEARANCE = "grid"
+#: Network precisions every backend accepts (fp16 needs a CUDA device for the eager backend).
+PRECISIONS = ("fp32", "fp16")
+#: Timed stages of one frame, in the order they run: `wait` (live) or `decode` (file) on the reader thread;
+#: the model's stages (`flow` is the wait for DIS, started beside the embedding; fused backends report
+#: `embed_match` instead of `embed` + `match`); then the sinks' `png`, `overlay` and `encode`. Stage tables
+#: (the run summary, the bench report) list stages in this order, unknown ones last by name.
+STAGES = ("decode", "wait", "preprocess", "embed", "flow", "match", "embed_match", "propagate", "appearance",
+          "postprocess", "png", "overlay", "encode")
+
+
+def check_precision(precision: str) -> str:
+    """`precision` itself, or ValueError naming the accepted values."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
+
+
+def stage_order(names: Iterable[str]) -> list[str]:
+    """`names` in pipeline order (:data:`STAGES`), unknown names last, sorted."""
+    have = list(names)
+    return [s for s in STAGES if s in have] + sorted(n for n in have if n not in STAGES)
+
+
+def one_line(e: BaseException, *, with_type: bool = False) -> str:
+    """The first line of an error's message, for a one-line report (the type's name when the message is empty;
+    `with_type` prefixes it, where the reader cannot tell the kind of failure from the context)."""
+    lines = str(e).strip().splitlines()
+    if not lines:
+        return type(e).__name__
+    return f"{type(e).__name__}: {lines[0]}" if with_type else lines[0]
