@@ -32,7 +32,7 @@ from .common import APPEARANCE_MODES, DEFAULT_APPEARANCE
 from .flow import FLOW_PRESETS, DISFlow, resize_field
 
 __all__ = ["APPEARANCE_MODES", "DEFAULT_APPEARANCE", "GridConfig", "GridState", "AppearanceGrid", "AppearanceStage",
-           "fuse_scores", "fb_consistency", "fb_confidence", "with_background"]
+           "fuse_scores", "fb_consistency", "fb_confidence", "with_background", "APPEARANCE_MODES", "DEFAULT_APPEARANCE"]
 
 
 
@@ -95,6 +95,7 @@ class GridState:
     reference_mass: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # (K,) frame px
     updates: int = 0
     redetected: int = 0  # objects re-seeded so far
+    pending: Future[Any] | None = None  # the rebuild running on a worker thread (joined before the next use)
 
     @property
     def nbytes(self) -> int:
@@ -162,39 +163,40 @@ class AppearanceGrid:
         return (cy * gx + cx) * self.config.colours + ci, ci
 
     # -- model -----------------------------------------------------------------------------------------------
-    def _counts(self, idx: np.ndarray, weights: np.ndarray, st: GridState) -> np.ndarray:
-        """weights h×w×(K+1) → (cells·colours, K+1) float32 counts."""
+    def _counts(self, idx: np.ndarray, weights: list[np.ndarray], st: GridState) -> np.ndarray:
+        """Per-class h×w weights (background first) → (cells·colours, K+1) float32 counts."""
         n = st.grid[0] * st.grid[1] * self.config.colours
         flat = idx.ravel()
-        w2 = weights.reshape(-1, st.num_classes)
-        return np.stack([np.bincount(flat, weights=w2[:, k], minlength=n) for k in range(st.num_classes)],
-                        1).astype(np.float32)
+        return np.stack([np.bincount(flat, weights=w.ravel(), minlength=n) for w in weights], 1).astype(np.float32)
 
     def _blur(self, g: np.ndarray, st: GridState) -> np.ndarray:
         shape = (*st.grid, *(1 << b for b in self.config.bits), st.num_classes)
         return _blur121(g.reshape(shape), (0, 1, 2, 3, 4)).reshape(g.shape)
 
-    def _log_likelihood(self, counts: np.ndarray, groups: int) -> np.ndarray:
-        """Counts (groups·colours, C) → log p(colour | class, group), Dirichlet-smoothed."""
+    def _likelihood(self, counts: np.ndarray, groups: int) -> np.ndarray:
+        """Counts (groups·colours, C) → p(colour | class, group), Dirichlet-smoothed, float32."""
         c = self.config
         g = counts.reshape(groups, c.colours, -1)
-        n = np.einsum("gck->gk", g)[:, None, :]
-        return (np.log(g + c.prior) - np.log(n + c.prior * c.colours)).reshape(counts.shape)
+        n = np.einsum("gck->gk", g)[:, None, :] + np.float32(c.prior * c.colours)
+        return ((g + np.float32(c.prior)) / n).reshape(counts.shape)
 
-    def _log_factors(self, loglik: np.ndarray) -> np.ndarray:
-        """log p(c|k) → β · (log p(c|k) − max_j log p(c|j)), clipped at −β·llr_clip: the fusion's log factors."""
+    def _factors(self, lik: np.ndarray) -> np.ndarray:
+        """p(c|k) for k = 0..K → the fusion factors of the objects against the background,
+        (p(c|k) / p(c|0))^β with the ratio clipped to e^±llr_clip: (N, K) float32."""
         c = self.config
-        top = loglik[:, 0].copy()
-        for k in range(1, loglik.shape[1]):
-            np.maximum(top, loglik[:, k], out=top)
-        rel = loglik - top[:, None]
-        np.maximum(rel, -c.llr_clip, out=rel)
-        rel *= np.float32(c.beta)
-        return rel.astype(np.float32, copy=False)
+        bound = np.float32(math.exp(c.llr_clip))
+        ratio = lik[:, 1:] / lik[:, :1]
+        np.clip(ratio, 1.0 / bound, bound, out=ratio)
+        if c.beta == 0.5:
+            return np.sqrt(ratio, out=ratio)
+        if c.beta != 1.0:
+            np.power(ratio, np.float32(c.beta), out=ratio)
+        return ratio
 
-    def _rebuild(self, st: GridState) -> None:
+    def rebuild(self, st: GridState) -> None:
+        """Recompute the fusion table from the anchor and recent counts."""
         counts = st.anchor if st.recent is None else st.anchor + self.config.recent_weight * self._blur(st.recent, st)
-        st.table = self._log_factors(self._log_likelihood(counts, st.grid[0] * st.grid[1]))
+        st.table = self._factors(self._likelihood(counts, st.grid[0] * st.grid[1]))
         st.global_table = None
 
     def init(self, frame: np.ndarray, labels: np.ndarray, num_classes: int) -> GridState:
@@ -210,10 +212,10 @@ class AppearanceGrid:
         st = GridState(frame_size=hw, work_size=(h, w), grid=(-(-hw[0] // c.cell), -(-hw[1] // c.cell)),
                        num_classes=num_classes, coords=coords, anchor=np.zeros((0, num_classes), np.float32))
         idx, _ = self.index(frame, st)
-        onehot = np.stack([(labels == k) for k in range(num_classes)], -1).astype(np.float32)
-        st.anchor = self._blur(self._counts(idx, self.small(onehot, st), st), st)
+        onehot = [self.small((labels == k).astype(np.float32), st) for k in range(num_classes)]
+        st.anchor = self._blur(self._counts(idx, onehot, st), st)
         st.reference_mass = np.bincount(labels.ravel().astype(np.int64), minlength=num_classes)[1:].astype(np.float32)
-        self._rebuild(st)
+        self.rebuild(st)
         return st
 
     def advance(self, st: GridState, backward: np.ndarray) -> None:
@@ -226,27 +228,41 @@ class AppearanceGrid:
         f[..., 1] += gy
         st.coords = cv2.remap(st.coords, f[..., 0], f[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
-    def likelihood(self, st: GridState, idx: np.ndarray) -> np.ndarray:
-        """Fusion factors at frame resolution, H×W×(K+1) float32 (background first), interpolated in the log
-        domain (a geometric blend across cell and colour edges)."""
-        lik = st.table[idx]  # h×w×(K+1) log factors
+    def factors(self, st: GridState, idx: np.ndarray) -> np.ndarray:
+        """Each object's fusion factor against the background at frame resolution: K×H×W float32."""
+        f = st.table[idx]  # h×w×K
         H, W = st.frame_size
-        if lik.shape[:2] != (H, W):
-            lik = cv2.resize(lik, (W, H), interpolation=cv2.INTER_LINEAR)
-        return np.exp(lik.reshape(H, W, st.num_classes))
+        out = np.empty((st.num_classes - 1, H, W), np.float32)
+        for k in range(len(out)):
+            cv2.resize(np.ascontiguousarray(f[..., k]), (W, H), dst=out[k], interpolation=cv2.INTER_LINEAR)
+        return out
 
-    def update(self, st: GridState, idx: np.ndarray, scores: np.ndarray) -> None:
-        """Teach the model this frame's confident pixels (scores: K×H×W fused object scores)."""
+    def confident(self, st: GridState, scores: np.ndarray) -> list[np.ndarray]:
+        """Per class (background first), h×w float32 1 where the fused score exceeds the confidence bound."""
+        small = [self.small(s, st) for s in scores]
+        bg = 1.0 - (np.sum(small, 0) if small else np.zeros(st.work_size, np.float32))
+        thr = self.config.confident
+        return [(x > thr).astype(np.float32) for x in (bg, *small)]
+
+    def learn(self, st: GridState, idx: np.ndarray, confident: list[np.ndarray]) -> bool:
+        """Add one frame's confident pixels to the recent counts; True when the table must be rebuilt."""
         c = self.config
         st.updates += 1
         if c.recent_weight == 0 or st.updates % c.update_every:
-            return
-        full = np.ascontiguousarray(with_background(scores).transpose(1, 2, 0))
-        conf = (self.small(full, st) > c.confident).astype(np.float32)
-        g = self._counts(idx, conf, st)
-        decay = c.decay ** c.update_every
-        st.recent = (1.0 - decay) * g if st.recent is None else decay * st.recent + (1.0 - decay) * g
-        self._rebuild(st)
+            return False
+        g = self._counts(idx, confident, st)
+        decay = np.float32(c.decay ** c.update_every)
+        if st.recent is None:
+            st.recent = (1.0 - decay) * g
+        else:
+            st.recent *= decay
+            st.recent += (1.0 - decay) * g
+        return True
+
+    def update(self, st: GridState, idx: np.ndarray, scores: np.ndarray) -> None:
+        """Teach the model this frame's confident pixels (scores: K×H×W fused object scores)."""
+        if self.learn(st, idx, self.confident(st, scores)):
+            self.rebuild(st)
 
     # -- re-detection ----------------------------------------------------------------------------------------
     def global_llr(self, st: GridState, ci: np.ndarray) -> np.ndarray:
@@ -254,10 +270,8 @@ class AppearanceGrid:
         if st.global_table is None:
             counts = st.anchor if st.recent is None else st.anchor + self.config.recent_weight * st.recent
             per_colour = counts.reshape(-1, self.config.colours, st.num_classes).sum(0)  # colours × (K+1)
-            total = per_colour.sum(1, keepdims=True)
-            ll_obj = self._log_likelihood(per_colour[:, 1:], 1)
-            ll_rest = self._log_likelihood(total - per_colour[:, 1:], 1)
-            st.global_table = (ll_obj - ll_rest).astype(np.float32)
+            rest = per_colour.sum(1, keepdims=True) - per_colour[:, 1:]
+            st.global_table = np.log(self._likelihood(per_colour[:, 1:], 1) / self._likelihood(rest, 1))
         return st.global_table[ci]
 
     def redetect(self, st: GridState, scores: np.ndarray, ci: np.ndarray) -> list[int]:
@@ -308,22 +322,25 @@ class AppearanceGrid:
         return found
 
 
-def fuse_scores(flow_scores: np.ndarray, likelihood: np.ndarray, confidence: np.ndarray | None,
+def fuse_scores(flow_scores: np.ndarray, factors: np.ndarray, confidence: np.ndarray | None,
                 config: GridConfig) -> np.ndarray:
-    """Bayes fusion: K×H×W propagated object scores (the prior) × H×W×(K+1) appearance factors → K×H×W.
+    """Bayes fusion: K×H×W propagated object scores (the prior) × K×H×W appearance factors (each object's
+    likelihood over the background's, `AppearanceGrid.factors`) → K×H×W fused scores.
 
     Where the forward–backward confidence (H×W in [0, 1]) is low, the prior is first pulled towards uniform, so
     appearance decides there. With K = 1 this is σ(logit s + β·LLR), the two-class log-odds sum."""
-    K1 = flow_scores.shape[0] + 1
-    p = with_background(flow_scores)
+    K = len(flow_scores)
     eps = np.float32(config.eps)
-    p = (p + eps) / np.float32(1.0 + K1 * eps)
+    norm = np.float32(1.0 / (1.0 + (K + 1) * config.eps))
+    p = (flow_scores + eps) * norm
+    p0 = (np.clip(1.0 - flow_scores.sum(0), 0.0, 1.0) + eps) * norm
     if confidence is not None and config.fb_shrink > 0:
-        u = np.float32(1.0 / K1)
+        u = np.float32(1.0 / (K + 1))
         keep = 1.0 - np.float32(config.fb_shrink) * (1.0 - confidence)
         p = u + keep[None] * (p - u)
-    num = p * np.moveaxis(likelihood, -1, 0)
-    return (num[1:] / num.sum(0, keepdims=True)).astype(np.float32, copy=False)
+        p0 = u + keep * (p0 - u)
+    num = p * factors
+    return (num / (p0 + num.sum(0))[None]).astype(np.float32, copy=False)
 
 
 def fb_consistency(backward: np.ndarray, forward: np.ndarray, px: float = 1.0) -> np.ndarray:
@@ -385,17 +402,36 @@ class AppearanceStage:
         return self.grid.init(frame, labels, num_classes)
 
     def __call__(self, st: GridState, frame: np.ndarray, scores: np.ndarray,
-                 backward_on: Callable[[tuple[int, int]], np.ndarray], forward: Future[Any] | None) -> np.ndarray:
+                 backward_on: Callable[[tuple[int, int]], np.ndarray], forward: Future[Any] | None,
+                 submit: Callable[..., Future[Any]] | None = None) -> np.ndarray:
         """Fused K×H×W scores for this frame from the propagated ones. ``backward_on(hw)`` gives the field that
-        propagated them on an h×w grid; ``forward`` is `start_forward`'s pending field."""
+        propagated them on an h×w grid; ``forward`` is `start_forward`'s pending field. With ``submit`` the
+        model's rebuild runs on a worker thread and is joined at the next frame (off the critical path)."""
         grid = self.grid
+        self.wait(st)
         grid.advance(st, backward_on(st.work_size))
         idx, ci = grid.index(frame, st)
         conf = None
         if forward is not None:
             fwd = forward.result()
             conf = fb_confidence(backward_on(fwd.shape[:2]), fwd, st.frame_size)
-        fused = fuse_scores(scores, grid.likelihood(st, idx), conf, self.config)
+        fused = fuse_scores(scores, grid.factors(st, idx), conf, self.config)
         grid.redetect(st, fused, ci)
-        grid.update(st, idx, fused)
+        confident = grid.confident(st, fused)
+        if submit is None:
+            if grid.learn(st, idx, confident):
+                grid.rebuild(st)
+        else:
+            st.pending = submit(self._learn_and_rebuild, st, idx, confident)
         return fused
+
+    def _learn_and_rebuild(self, st: GridState, idx: np.ndarray, confident: list[np.ndarray]) -> None:
+        if self.grid.learn(st, idx, confident):
+            self.grid.rebuild(st)
+
+    @staticmethod
+    def wait(st: GridState) -> None:
+        """Join the model's pending rebuild (re-raising its error)."""
+        if st.pending is not None:
+            pending, st.pending = st.pending, None
+            pending.result()

@@ -147,15 +147,16 @@ class Propagator:
         return self.propagation == "soft"
 
     def __call__(self, labels: Tensor, scores: np.ndarray | None, base: np.ndarray | None, flow: Tensor | None,
-                 num_classes: int, hw: tuple[int, int]) -> tuple[Tensor, np.ndarray | None]:
+                 num_classes: int, hw: tuple[int, int], want_labels: bool = True) -> tuple[Tensor, np.ndarray | None]:
         """(labels, scores) at t from those at t−1 and the field base (H×W×2 (dx, dy), frame px) + flow
-        (N×2×h×w (dy, dx) on the model's grid); either may be None."""
+        (N×2×h×w (dy, dx) on the model's grid); either may be None. ``want_labels=False`` (soft, on the CPU
+        path) skips the argmax when a later stage changes the scores anyway: the labels come back unchanged."""
         soft = self.soft
         if self.mask_resolution == "full" and labels.device.type == "cpu" and num_classes <= 256:
             maps = self._remap.maps(hw[0], hw[1], flow, base)
             if soft:
                 scores = self._remap.soft(cast(np.ndarray, scores), maps)
-                return torch.from_numpy(labels_from_scores(scores)), scores
+                return (torch.from_numpy(labels_from_scores(scores)) if want_labels else labels), scores
             return torch.from_numpy(self._remap.hard(labels.numpy(), maps, num_classes)), None
         device = labels.device
         if self.mask_resolution == "full":

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .appearance import APPEARANCE_MODES, DEFAULT_APPEARANCE, AppearanceStage, GridConfig, GridState
+from .appearance import AppearanceStage, GridConfig, GridState
+from .common import APPEARANCE_MODES, DEFAULT_APPEARANCE
 from .backends import Backend
 from .fields import Field, FieldSource, check_size_spec, model_input_size, to_model_input
 from .flow import FLOW_PRESETS, to_gray
@@ -218,6 +219,8 @@ class Segmenter:
 
     def reset(self) -> None:
         """Forget the stream (cache, mask, ids, appearance); the next step needs a mask again."""
+        if self.state.appearance is not None:
+            AppearanceStage.wait(self.state.appearance)
         self.state = SegmenterState()
 
     def close(self) -> None:
@@ -259,11 +262,11 @@ class Segmenter:
             fld = self.fields.next(frame, gray, st, clock)
             flow = fld.flow
             st.labels, st.scores = self.propagator(cast(Tensor, st.labels), st.scores, fld.base, fld.flow, len(ids),
-                                                   cast("tuple[int, int]", frame.shape[:2]))
+                                                   cast("tuple[int, int]", frame.shape[:2]), want_labels=app is None)
             clock.lap("propagate")
             if app is not None:
                 st.scores = app(cast(GridState, st.appearance), frame, cast(np.ndarray, st.scores),
-                                _cached_grid(fld), pending_fb)
+                                _cached_grid(fld), pending_fb, self.fields.submit)
                 st.labels = torch.from_numpy(labels_from_scores(st.scores)).to(self.device)
                 clock.lap("appearance")
             out = ids.to_ids(st.labels)
