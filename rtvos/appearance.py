@@ -147,10 +147,10 @@ class AppearanceGrid:
     def colour_index(self, frame_small: np.ndarray) -> np.ndarray:
         """h×w×3 uint8 RGB → h×w int32 YUV bin."""
         by, bu, bv = self.config.bits
-        yuv = cv2.cvtColor(frame_small, cv2.COLOR_RGB2YUV)
-        ci = (yuv[..., 0] >> (8 - by)).astype(np.int32) << (bu + bv)
-        ci |= (yuv[..., 1] >> (8 - bu)).astype(np.int32) << bv
-        ci |= (yuv[..., 2] >> (8 - bv)).astype(np.int32)
+        yuv = cv2.cvtColor(frame_small, cv2.COLOR_RGB2YUV).astype(np.int32)
+        ci = (yuv[..., 0] >> (8 - by)) << (bu + bv)
+        ci |= (yuv[..., 1] >> (8 - bu)) << bv
+        ci |= yuv[..., 2] >> (8 - bv)
         return ci
 
     def index(self, frame: np.ndarray, st: GridState) -> tuple[np.ndarray, np.ndarray]:
@@ -363,12 +363,12 @@ def fb_confidence(backward: np.ndarray, forward: np.ndarray, frame_hw: tuple[int
     h, w = backward.shape[:2]
     H, W = frame_hw
     px = math.sqrt((H / h) * (W / w))
-    c = fb_consistency(backward, forward, px).astype(np.float32)
+    c: np.ndarray = fb_consistency(backward, forward, px).astype(np.float32)
     k = max(1, int(round(soften / px)))
     if k > 1:
-        c = cv2.blur(c, (k, k))
+        c = np.asarray(cv2.blur(c, (k, k)))
     if (h, w) != (H, W):
-        c = cv2.resize(c, (W, H), interpolation=cv2.INTER_LINEAR)
+        c = np.asarray(cv2.resize(c, (W, H), interpolation=cv2.INTER_LINEAR))
     return c
 
 

@@ -174,19 +174,18 @@ class FieldSource:
     def next(self, frame: np.ndarray, gray: np.ndarray | None, st: _StreamFields, clock: Timer) -> Field:
         """The field from the previous frame of the stream to this one."""
         if self.model is None:
-            base = cast(DISFlow, self._dis)(cast(np.ndarray, gray), cast(np.ndarray, st.prev_gray))
+            dis = cast(DISFlow, self._dis)(cast(np.ndarray, gray), cast(np.ndarray, st.prev_gray))
             clock.lap("flow")
             self._keep(st, gray, None, None)
-            return Field(base=base)
+            return Field(base=dis)
         pending = None
         if self._dis is not None:  # DIS beside the embedding
             pending = self.submit(self._dis, cast(np.ndarray, gray), cast(np.ndarray, st.prev_gray))
         backend = cast(Backend, self.prepare(frame.shape[:2]))
         x = self.preprocess(frame)
         clock.lap("preprocess")
-        prev = st.prev_embedding if self.cache_embeddings else backend.embed(cast(Tensor, st.prev_input))
-        prev = cast(Tensor, prev)
-        base = None
+        prev = cast(Tensor, st.prev_embedding if self.cache_embeddings else backend.embed(cast(Tensor, st.prev_input)))
+        base: np.ndarray | None = None
         if pending is not None or not backend.fused:
             emb = backend.embed(x)
             clock.lap("embed")

@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 
 from .appearance import AppearanceStage, GridConfig, GridState
-from .common import APPEARANCE_MODES, DEFAULT_APPEARANCE
 from .backends import Backend
+from .common import APPEARANCE_MODES, DEFAULT_APPEARANCE
 from .fields import Field, FieldSource, check_size_spec, model_input_size, to_model_input
 from .flow import FLOW_PRESETS, to_gray
 from .models.flow_model import FlowModel

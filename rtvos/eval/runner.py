@@ -111,6 +111,7 @@ def build_method(
     if name in APPEARANCE_METHODS:
         from ..models.hub import load_model, load_network
 
+        net: Any
         if name == "rpmnet-paper":
             net, size = load_network("rpmnet_r18_paper"), None
         elif not isinstance(model, (str, os.PathLike)):
