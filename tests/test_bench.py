@@ -27,7 +27,7 @@ from rtvos.ops.deform_conv import deform_conv2d
 from rtvos.stats import Timer
 
 FRAMES = 20
-STAGES = {"decode", "preprocess", "embed", "match", "propagate", "postprocess", "png", "overlay", "encode"}
+STAGES = {"decode", "preprocess", "embed", "match", "propagate", "appearance", "postprocess", "png", "overlay", "encode"}
 
 
 def _schema() -> dict[str, Any]:

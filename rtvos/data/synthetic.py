@@ -31,6 +31,7 @@ __all__ = [
     "SyntheticClipPaths",
     "ellipse_mask",
     "make_synthetic_clip",
+    "make_scene_clip",
     "write_synthetic_clip",
 ]
 
@@ -292,6 +293,60 @@ def make_synthetic_clip(
         axes=axes,
         fps=float(fps),
     )
+
+
+def make_scene_clip(
+    tracks: Sequence[tuple[tuple[float, float], tuple[float, float], float]],
+    colours: Sequence[tuple[int, int, int]],
+    num_frames: int = 48,
+    height: int = 120,
+    width: int = 200,
+    occluders: Sequence[tuple[int, int, int, int]] = (),
+    seed: int = 0,
+    fps: float = 24.0,
+) -> SyntheticClip:
+    """Scripted scenes for the appearance tests: textured discs moving in straight lines over a muted textured
+    background, behind static grey occluders.
+
+    ``tracks[k]`` = ((x0, y0), (x1, y1), radius): object k's centre goes from the first point at frame 0 to the
+    second at the last frame; ``colours[k]`` is its mean RGB (textured ±25). Later objects pass in front of
+    earlier ones; every ``occluders`` box (x0, y0, x1, y1) is drawn last, over all objects. Masks are exact.
+    """
+    if len(tracks) != len(colours) or not tracks:
+        raise ValueError(f"need one colour per track, got {len(tracks)} tracks and {len(colours)} colours")
+    rng = np.random.default_rng(seed)
+    background = _smooth_noise(rng, height, width, cell=12, mean=np.array([90.0, 120.0, 100.0]), amplitude=22,
+                               chroma=0.3)
+    occ_tex = _smooth_noise(rng, height, width, cell=6, mean=np.array([128.0, 128.0, 128.0]), amplitude=18,
+                            chroma=0.0)
+    textures = [_smooth_noise(rng, height, width, cell=5, mean=np.array(c, np.float64), amplitude=25, chroma=0.5)
+                for c in colours]
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
+    k_count = len(tracks)
+    centers = np.zeros((num_frames, k_count, 2))
+    frames: list[np.ndarray] = []
+    masks: list[np.ndarray] = []
+    for f in range(num_frames):
+        a = f / max(1, num_frames - 1)
+        img = background.copy()
+        mask = np.zeros((height, width), np.uint8)
+        for k, ((x0, y0), (x1, y1), r) in enumerate(tracks):
+            cx, cy = x0 + a * (x1 - x0), y0 + a * (y1 - y0)
+            centers[f, k] = (cx, cy)
+            inside = (xs - cx) ** 2 + (ys - cy) ** 2 <= r * r
+            shift = np.float32(cx - x0), np.float32(cy - y0)  # the texture moves with the disc
+            tex = cv2.remap(textures[k], (xs - shift[0]).astype(np.float32), (ys - shift[1]).astype(np.float32),
+                            cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+            img[inside] = tex[inside]
+            mask[inside] = k + 1
+        for x0o, y0o, x1o, y1o in occluders:
+            img[y0o:y1o, x0o:x1o] = occ_tex[y0o:y1o, x0o:x1o]
+            mask[y0o:y1o, x0o:x1o] = 0
+        frames.append(np.clip(np.rint(img), 0, 255).astype(np.uint8))
+        masks.append(mask)
+    radii = np.array([[t[2], t[2]] for t in tracks], np.float64)
+    return SyntheticClip(frames=frames, masks=masks, ids=tuple(range(1, k_count + 1)), centers=centers,
+                         angles=np.zeros((num_frames, k_count)), axes=radii, fps=float(fps))
 
 
 def _hue_channel(h: float) -> float:
