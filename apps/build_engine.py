@@ -14,7 +14,7 @@ from rtvos.common import PRECISIONS
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("build-engine", help="build and cache TensorRT engines (needs an NVIDIA GPU + TensorRT)")
-    p.add_argument("--model", default="default", help="'default', a registered model name, or a checkpoint path")
+    p.add_argument("--model", default="default", help="a network: 'default' (the default network), a registered name, or a checkpoint path")
     p.add_argument("--size", type=int, default=512, help="model input size S, multiple of 64 (default: 512)")
     p.add_argument("--precision", choices=PRECISIONS, default="fp16")
     p.add_argument("--route", choices=("torch_tensorrt", "onnx"), default="torch_tensorrt",
@@ -32,12 +32,12 @@ def run(args: argparse.Namespace) -> int:
         raise RuntimeError(f"cannot build a TensorRT engine here: {reason}")
     if args.size <= 0 or args.size % 64:
         raise ValueError(f"--size must be a positive multiple of 64, got {args.size}")
-    from rtvos import load_model
+    from rtvos import load_network
     from rtvos.backends import resolve_device
     from rtvos.engines.build import build_engine
 
     device = resolve_device(args.device)
-    model = load_model(args.model).eval().to(device)
+    model = load_network(args.model).eval().to(device)
     for kind in ("embed", "step"):
         path = build_engine(model, (args.size, args.size), args.precision, kind=kind, route=args.route,
                             device=device, force=args.force)

@@ -23,9 +23,9 @@ def add_parser(sub: Any) -> None:
                    "--model as `rtvos segment` runs it). rpmnet: the trained RPM-Net network (--model when it names one); "
                    "rpmnet-paper: the shipped paper-architecture model; flow: DIS through the Segmenter's own "
                    "propagator, no appearance; flow-plain: the classic hard-label DIS baseline")
-    p.add_argument("--appearance", nargs="+", default=[DEFAULT_APPEARANCE], choices=APPEARANCE_MODES,
+    p.add_argument("--appearance", nargs="+", default=None, choices=APPEARANCE_MODES,
                    help=f"appearance stage(s) for default / rpmnet / rpmnet-paper; several give one result each "
-                   f"(default {DEFAULT_APPEARANCE})")
+                   f"(default {DEFAULT_APPEARANCE}; none with hard propagation or model-resolution masks)")
     p.add_argument("--appearance-set", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override appearance settings (rtvos.appearance.GridConfig fields), e.g. fb_preset=none "
                    "lost_ratio=0 recent_weight=0: the stage-by-stage A/B")
@@ -139,6 +139,8 @@ def run(args: argparse.Namespace) -> int:
         from rtvos.eval.runner import APPEARANCE_METHODS
 
         app_config = parse_appearance_set(args.appearance_set)
+        applies = args.propagation == "soft" and args.mask_resolution == "full"
+        appearances = args.appearance or [DEFAULT_APPEARANCE if applies else "none"]
         models: dict[str, Any] = {}
         for m in ("default", "rpmnet"):
             if m in args.method:
@@ -156,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
         plan = {}
         for m in args.method:
             for preset in (args.flow_preset if m.startswith("flow") else [None]):
-                for app in (args.appearance if m in APPEARANCE_METHODS else ["none"]):
+                for app in (appearances if m in APPEARANCE_METHODS else ["none"]):
                     label = m if preset is None else f"{m}-{preset}"
                     label += f"+{app}" if m in APPEARANCE_METHODS and app != DEFAULT_APPEARANCE else ""
                     plan[label] = (m, preset or "medium", app)

@@ -19,7 +19,8 @@ def collect() -> dict[str, Any]:
 
     import rtvos
     from rtvos.bench.machine import machine_info, versions
-    from rtvos.models.hub import DEFAULT_MODEL, SHIPPED, default_weights_path, shipped_weights_path
+    from rtvos.models import FLOW_MODELS
+    from rtvos.models.hub import DEFAULT_MODEL, DEFAULT_NETWORK, SHIPPED, default_weights_path, shipped_weights_path
 
     devices = ["cpu"]
     if torch.cuda.is_available():
@@ -44,7 +45,9 @@ def collect() -> dict[str, Any]:
         "backends": backends,
         "auto_backend": auto,
         "models": rtvos.list_models(),
-        "default_model": str(weights) if weights else f"{DEFAULT_MODEL} with RANDOM weights (no trained weights shipped)",
+        "flow_models": list(FLOW_MODELS),
+        "default_model": f"{FLOW_MODELS[DEFAULT_MODEL].meta['source']} + the appearance stage",
+        "default_network": str(weights) if weights else f"{DEFAULT_NETWORK} with RANDOM weights (no trained weights shipped)",
         "shipped": {name: str(p) if (p := shipped_weights_path(name)) else None for name in SHIPPED},
     }
 
@@ -67,8 +70,10 @@ def run(args: argparse.Namespace) -> int:
     print("devices:  " + ", ".join(data["devices"]))
     print("backends: " + ", ".join(f"{k} ({v})" for k, v in data["backends"].items()))
     print("auto:     " + ", ".join(f"{dev} -> {name}" for dev, name in data["auto_backend"].items()))
-    print("models:   " + ", ".join(data["models"]))
+    print("models:   " + ", ".join(data["flow_models"]) + " (DIS, no network); " + ", ".join(data["models"])
+          + " (RPM-Net networks)")
     print(f"default:  {data['default_model']}")
+    print(f"network:  {data['default_network']} (the default network: bench's backend rows, viz, build-engine)")
     print("shipped:  " + ", ".join(f"{k} ({'present' if v else 'missing'})" for k, v in data["shipped"].items())
           + "  (rtvos.load_model(NAME))")
     return 0

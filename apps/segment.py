@@ -64,9 +64,10 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
     model = p.add_argument_group("model")
     model.add_argument("--model", default="default",
                        help="'default' (DIS flow + appearance, no network), a name `rtvos info` lists, or a checkpoint path")
-    model.add_argument("--appearance", default=DEFAULT_APPEARANCE, choices=APPEARANCE_MODES,
+    model.add_argument("--appearance", default=None, choices=APPEARANCE_MODES,
                        help="grid: fuse the propagated scores with a causal colour model that follows the object "
-                       f"(re-detects lost objects); none: flow propagation alone (default {DEFAULT_APPEARANCE})")
+                       f"(re-detects lost objects); none: flow propagation alone (default {DEFAULT_APPEARANCE}, "
+                       "or none with --mask-resolution model, where it does not apply)")
     model.add_argument("--size", type=int, default=None, help="model input size S, multiple of 64 (default: model's)")
     model.add_argument("--device", default="auto", help="torch device: auto (CUDA when usable, else cpu), cpu or cuda:N")
     model.add_argument("--threads", type=int, default=None,

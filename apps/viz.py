@@ -36,7 +36,7 @@ def add_parser(sub: Any) -> None:
 
 
 def _common(p: argparse.ArgumentParser, default_out: str) -> None:
-    p.add_argument("--model", default="default", help="'default', a registered name or a checkpoint path")
+    p.add_argument("--model", default="default", help="a network: 'default' (the default network), a registered name or a checkpoint path")
     p.add_argument("--size", type=int, default=256, help="model input size S (multiple of 64)")
     p.add_argument("--out", default=default_out, help=f"output PNG (default {default_out})")
 
@@ -51,11 +51,11 @@ def _read(path: str) -> np.ndarray:
 
 
 def _load(spec: str, matching: str = "deformable") -> Any:
-    from rtvos.models import load_model
+    from rtvos.models import load_network
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model = load_model(spec, matching=matching)
+        model = load_network(spec, matching=matching)
     for w in caught:
         print(f"warning: {w.message}")
     return model

@@ -22,7 +22,7 @@ from rtvos.data.synthetic import make_synthetic_clip
 def bench(name: str, size: int, steps: int, warmup: int, height: int, width: int) -> dict[str, float]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = rtvos.load_model(name)
+        model = rtvos.load_network(name)
     clip = make_synthetic_clip(num_frames=8, height=height, width=width, num_objects=2, seed=0)
     segs = {c: rtvos.Segmenter(model, size=size, cache_embeddings=c) for c in (True, False)}
     times: dict[bool, list[float]] = {True: [], False: []}

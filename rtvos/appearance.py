@@ -87,7 +87,7 @@ class GridState:
     work_size: tuple[int, int]  # (h, w) the model works at
     grid: tuple[int, int]  # cells (gy, gx)
     num_classes: int  # K + 1, background first
-    coords: np.ndarray  # h×w×2 float32: anchor-frame (x, y) of each working pixel, in frame px
+    coords: np.ndarray  # H×W×2 float32: anchor-frame (x, y) of each frame pixel
     anchor: np.ndarray  # (cells·colours, K+1) float32 blurred anchor counts
     recent: np.ndarray | None = None  # same shape, decayed confident counts (unblurred)
     table: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # log fusion factors
@@ -157,9 +157,14 @@ class AppearanceGrid:
         """(bin index into the grid, colour-only index), both h×w int32, for this frame."""
         ci = self.colour_index(self.small(frame, st))
         gy, gx = st.grid
+        s = self.config.scale
+        (h, w), (H, W) = st.work_size, st.frame_size
+        ys = np.minimum(np.arange(h) * s + s // 2, H - 1)  # the frame pixel nearest each working pixel's centre
+        xs = np.minimum(np.arange(w) * s + s // 2, W - 1)
+        coords = st.coords[ys[:, None], xs[None, :]]
         inv = np.float32(1.0 / self.config.cell)
-        cx = np.clip((st.coords[..., 0] * inv).astype(np.int32), 0, gx - 1)
-        cy = np.clip((st.coords[..., 1] * inv).astype(np.int32), 0, gy - 1)
+        cx = np.clip((coords[..., 0] * inv).astype(np.int32), 0, gx - 1)
+        cy = np.clip((coords[..., 1] * inv).astype(np.int32), 0, gy - 1)
         return (cy * gx + cx) * self.config.colours + ci, ci
 
     # -- model -----------------------------------------------------------------------------------------------
@@ -204,11 +209,9 @@ class AppearanceGrid:
         hw = (int(frame.shape[0]), int(frame.shape[1]))
         h, w = self.work_size(hw)
         c = self.config
-        ys = (np.arange(h, dtype=np.float32) + 0.5) * (hw[0] / h) - 0.5  # working pixel centres, frame px
-        xs = (np.arange(w, dtype=np.float32) + 0.5) * (hw[1] / w) - 0.5
-        coords = np.empty((h, w, 2), np.float32)
-        coords[..., 0] = xs[None, :]
-        coords[..., 1] = ys[:, None]
+        coords = np.empty((*hw, 2), np.float32)
+        coords[..., 0] = np.arange(hw[1], dtype=np.float32)[None, :]
+        coords[..., 1] = np.arange(hw[0], dtype=np.float32)[:, None]
         st = GridState(frame_size=hw, work_size=(h, w), grid=(-(-hw[0] // c.cell), -(-hw[1] // c.cell)),
                        num_classes=num_classes, coords=coords, anchor=np.zeros((0, num_classes), np.float32))
         idx, _ = self.index(frame, st)
@@ -219,13 +222,12 @@ class AppearanceGrid:
         return st
 
     def advance(self, st: GridState, backward: np.ndarray) -> None:
-        """Carry the anchor coordinates along this frame's backward field (h×w×2 (dx, dy) in px of its own grid;
-        resampled to the working grid when it is not on it)."""
-        h, w = st.work_size
-        f = resize_field(backward, (h, w)) if backward.shape[:2] != (h, w) else backward.copy()
-        gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-        f[..., 0] += gx
-        f[..., 1] += gy
+        """Carry the anchor coordinates along this frame's backward field (H×W×2 (dx, dy), frame px). At frame
+        resolution: on a coarser grid, coordinates blur across motion boundaries and cells bleed (dev −0.003)."""
+        H, W = st.frame_size
+        f = resize_field(backward, (H, W)) if backward.shape[:2] != (H, W) else backward.copy()
+        f[..., 0] += np.arange(W, dtype=np.float32)[None, :]
+        f[..., 1] += np.arange(H, dtype=np.float32)[:, None]
         st.coords = cv2.remap(st.coords, f[..., 0], f[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
     def factors(self, st: GridState, idx: np.ndarray) -> np.ndarray:
@@ -409,7 +411,7 @@ class AppearanceStage:
         model's rebuild runs on a worker thread and is joined at the next frame (off the critical path)."""
         grid = self.grid
         self.wait(st)
-        grid.advance(st, backward_on(st.work_size))
+        grid.advance(st, backward_on(st.frame_size))
         idx, ci = grid.index(frame, st)
         conf = None
         if forward is not None:

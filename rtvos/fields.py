@@ -48,6 +48,8 @@ class Field:
 
     def on_grid(self, hw: tuple[int, int]) -> np.ndarray:
         """The total field resampled to an h×w grid, h×w×2 (dx, dy) in that grid's px."""
+        if self.flow is None and self.base is not None and self.base.shape[:2] == tuple(hw):
+            return self.base  # callers must not write into it
         out = resize_field(self.base, hw) if self.base is not None else np.zeros((*hw, 2), np.float32)
         if self.flow is not None:
             f = self.flow[0].detach().float().cpu().numpy()

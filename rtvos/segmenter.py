@@ -94,7 +94,8 @@ class Segmenter:
 
     ``model``: an `RPMNet` (RPM-Net's f4 carries the mask; a prior model adds its learned residual to a DIS
     prior), a `FlowModel` or None with ``flow_preset`` (DIS alone: no network). ``appearance="grid"`` fuses
-    the propagated scores with a causal colour model (`rtvos.appearance`); "none" is propagation alone.
+    the propagated scores with a causal colour model (`rtvos.appearance`); "none" is propagation alone; None
+    (default) is "grid" with soft propagation at frame resolution, where the stage applies, else "none".
 
     propagation="soft" carries per-object scores between frames (argmax only for the output); "hard" re-binarises
     every frame. mask_resolution="full" warps at frame resolution with the field upsampled (sharp boundaries);
@@ -114,13 +115,15 @@ class Segmenter:
         precision: str = "fp32",
         propagation: str = "soft",
         flow_preset: str | None = None,
-        appearance: str = DEFAULT_APPEARANCE,
+        appearance: str | None = None,
         appearance_config: GridConfig | None = None,
     ) -> None:
         if mask_resolution not in MASK_RESOLUTIONS:
             raise ValueError(f"mask_resolution must be one of {MASK_RESOLUTIONS}, got {mask_resolution!r}")
         if propagation not in PROPAGATION_MODES:
             raise ValueError(f"propagation must be one of {PROPAGATION_MODES}, got {propagation!r}")
+        if appearance is None:  # the default wherever it applies: it fuses soft scores at frame resolution
+            appearance = DEFAULT_APPEARANCE if propagation == "soft" and mask_resolution == "full" else "none"
         if appearance not in APPEARANCE_MODES:
             raise ValueError(f"appearance must be one of {APPEARANCE_MODES}, got {appearance!r}")
         if appearance != "none" and (propagation != "soft" or mask_resolution != "full"):

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from .appearance import DEFAULT_APPEARANCE
 from .io.base import Frame, FrameSource, FrameSourceBase, InputError
 from .io.masks import DAVIS_PALETTE, check_mask_size, read_mask
 from .io.prompt import Box, Point, check_point, prompts_to_mask
@@ -177,7 +176,7 @@ class Tracking:
 
 
 def _segmenter(model: Any, *, size: int | None, device: str, backend: str, precision: str, propagation: str,
-               mask_resolution: str, appearance: str) -> Any:
+               mask_resolution: str, appearance: str | None) -> Any:
     from .backends import resolve_device
     from .models import load_model
     from .segmenter import Segmenter
@@ -202,7 +201,7 @@ def track(
     precision: str = "fp32",
     propagation: str = "soft",
     mask_resolution: str = "full",
-    appearance: str = DEFAULT_APPEARANCE,
+    appearance: str | None = None,
     bgr: bool = False,
     fps: float | None = None,
     max_frames: int | None = None,
@@ -222,7 +221,7 @@ def track(
     object each) and/or ``points`` [(x, y) or (x, y, positive), ...] (clicks inside a box refine it; the rest
     make one more object). ``model``: "default", a name `rtvos.models.model_names()` lists, a checkpoint path,
     a loaded model or a ready `Segmenter`; ``appearance``: "grid" (the causal colour model fused with the
-    propagated scores) or "none". ``palette`` (256×3) colours plots and PNGs (default: the mask PNG's, else DAVIS's).
+    propagated scores), "none", or None: grid wherever it applies (soft propagation at frame resolution). ``palette`` (256×3) colours plots and PNGs (default: the mask PNG's, else DAVIS's).
     ``sinks`` (e.g. `rtvos.io.sinks.MaskSink`) run on the writer thread as in the CLI.
     Misuse (a bad prompt, a missing file) raises `InputError` here, before the model loads.
     """

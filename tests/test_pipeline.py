@@ -129,8 +129,8 @@ def test_pipeline_writes_every_output(model, synth, tmp_path):
     n = clip.num_frames
     assert (summary.frames, summary.segmented, summary.dropped, summary.interrupted) == (n, n, 0, False)
     assert summary.fps > 0 and summary.latency_p50_ms is not None and summary.step_p95_ms is not None
-    assert {"decode", "preprocess", "embed", "match", "propagate", "overlay", "encode", "png"} <= set(
-        summary.stages_ms)
+    assert {"decode", "preprocess", "propagate", "appearance", "overlay", "encode", "png"} <= set(summary.stages_ms)
+    assert {"embed", "match"} <= set(summary.stages_ms) or "embed_match" in summary.stages_ms  # fused backends
     pngs = sorted((tmp_path / "masks").glob("*.png"))
     assert [p.name for p in pngs] == [f"{i:05d}.png" for i in range(n)]
     first, pal = read_mask(pngs[0])
@@ -243,7 +243,7 @@ def test_bounded_structures_do_not_grow(model, tmp_path):
                 snapshots.append(tracemalloc.take_snapshot())
 
     cfg = PipelineConfig(progress="off", stats_capacity=cap, read_queue=3, write_queue=5)
-    pipe = Pipeline(LoopSource(clip.frames, n), rtvos.Segmenter(model, size=S),
+    pipe = Pipeline(LoopSource(clip.frames, n), rtvos.Segmenter(model, size=S, backend="eager"),
                     [JsonlSink(tmp_path / "log.jsonl"), Snapshot()], clip.masks[0], config=cfg)
     tracemalloc.start(1)
     try:

@@ -10,9 +10,10 @@ import torch
 
 from rtvos import Segmenter, create_model
 from rtvos.data.synthetic import make_synthetic_clip
-from rtvos.flow import FLOW_PRESETS, DISFlow, to_gray
+from rtvos.flow import FLOW_PRESETS, DISFlow, field_to_grid, to_gray
 from rtvos.models import resize_flow, warp
 from rtvos.ops import local_correlation
+from rtvos.propagation import onehot_scores
 from rtvos.segmenter import labels_from_scores, model_input_size, propagate_labels, propagate_scores
 
 
@@ -70,7 +71,7 @@ def test_segmenter_runs_non_square_input(moving_model, clip):
 def test_soft_equals_hard_for_one_hot_scores(moving_model, clip):
     """One step from a given (one-hot) mask: soft and hard propagation pick the same labels."""
     hard = Segmenter(moving_model, size=64, propagation="hard")
-    soft = Segmenter(moving_model, size=64, propagation="soft")
+    soft = Segmenter(moving_model, size=64, propagation="soft", appearance="none")
     for seg in (hard, soft):
         seg.step(clip.frames[0], clip.masks[0])
     a, b = hard.step(clip.frames[1]), soft.step(clip.frames[1])
@@ -86,7 +87,7 @@ def test_soft_equals_hard_for_one_hot_scores(moving_model, clip):
 
 def test_soft_propagation_matches_torch_reference(moving_model, clip):
     """The remap fast path equals `propagate_scores` (grid_sample) over several frames."""
-    seg = Segmenter(moving_model, size=64, propagation="soft")
+    seg = Segmenter(moving_model, size=64, propagation="soft", appearance="none")
     seg.step(clip.frames[0], clip.masks[0])
     ref = torch.from_numpy(seg.state.scores.copy())
     for f in clip.frames[1:4]:
@@ -102,7 +103,7 @@ def test_soft_differs_from_hard_over_frames(moving_model, clip):
     """Carrying scores is not re-binarising: after a few frames the two disagree somewhere."""
     outs = {}
     for mode in ("soft", "hard"):
-        seg = Segmenter(moving_model, size=64, propagation=mode)
+        seg = Segmenter(moving_model, size=64, propagation=mode, appearance="none")
         seg.step(clip.frames[0], clip.masks[0])
         outs[mode] = [seg.step(f).mask for f in clip.frames[1:]]
     assert any((a != b).any() for a, b in zip(outs["soft"], outs["hard"]))
@@ -161,7 +162,7 @@ def _reference_flow_propagation(frames, first, preset):
 
 @pytest.mark.parametrize("preset", ["ultrafast", "medium"])
 def test_flow_method_matches_independent_reference(clip, preset):
-    seg = Segmenter(None, flow_preset=preset)
+    seg = Segmenter(None, flow_preset=preset, appearance="none")
     seg.step(clip.frames[0], clip.masks[0])
     ours = [seg.step(f).mask for f in clip.frames[1:]]
     ref = _reference_flow_propagation(clip.frames, clip.masks[0], preset)
@@ -194,7 +195,7 @@ def test_flow_segmenter_argument_errors(moving_model):
 # -- prior models ---------------------------------------------------------------------------------------------
 def test_prior_model_refines_the_dis_field(prior_model, clip):
     """The model returns the residual; the full-resolution field is DIS + the upsampled residual."""
-    seg = Segmenter(prior_model, size=64)
+    seg = Segmenter(prior_model, size=64, appearance="none", backend="eager")
     seg.step(clip.frames[0], clip.masks[0])
     res = seg.step(clip.frames[1])
     assert res.timings_ms.get("flow", 0) >= 0 and "match" in res.timings_ms
@@ -203,7 +204,7 @@ def test_prior_model_refines_the_dis_field(prior_model, clip):
     assert float(residual.abs().mean()) > 0.1  # the residual is the bias set above
     # rebuild the mask with the reference propagator from DIS + upsampled residual
     field = resize_flow(residual, clip.masks[0].shape) + torch.from_numpy(dis[..., ::-1].copy()).permute(2, 0, 1)[None]
-    first = torch.from_numpy(seg._onehot_scores(torch.from_numpy(np.searchsorted([0, 1, 2], clip.masks[0])), 3))
+    first = torch.from_numpy(onehot_scores(np.searchsorted([0, 1, 2], clip.masks[0]), 3))
     want = labels_from_scores(propagate_scores(first, field).numpy())
     got = np.searchsorted([0, *res.object_ids[1:]], res.mask)
     assert (want == got).mean() > 0.995
@@ -318,10 +319,9 @@ def test_correlation_exports_to_plain_onnx_ops(tmp_path):
 
 def test_warp_equals_d4_convention_for_prior_grid():
     """The prior is resized into the model's (dy, dx) layout: a pure x-shift field stays a pure x-shift."""
-    seg = Segmenter(None, flow_preset="ultrafast")
     f = np.zeros((40, 80, 2), np.float32)
     f[..., 0] = 8.0  # dx = 8 frame px
-    g = seg._field_to_grid(f, (10, 20))
+    g = torch.from_numpy(field_to_grid(f, (10, 20)))[None]
     assert torch.allclose(g[0, 1], torch.full((10, 20), 2.0)) and torch.allclose(g[0, 0], torch.zeros(10, 20))
     x = torch.arange(20.0).view(1, 1, 1, 20).expand(1, 1, 10, 20)
     assert torch.allclose(warp(x, g)[0, 0, :, :10], x[0, 0, :, 2:12])

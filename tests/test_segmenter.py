@@ -72,12 +72,13 @@ def test_step_result_fields(model, clip):
     assert r1.frame_index == 1 and not r1.anchored
     assert r1.mask.shape == clip.frames[1].shape[:2] and r1.mask.dtype == np.uint8
     assert r1.flow.shape == (1, 2, 16, 16)
-    assert {"preprocess", "embed", "match", "propagate", "postprocess"} <= set(r1.timings_ms)
+    assert {"preprocess", "propagate", "appearance", "postprocess"} <= set(r1.timings_ms)
+    assert {"embed", "match"} <= set(r1.timings_ms) or "embed_match" in r1.timings_ms  # fused backends
 
 
 def test_propagation_is_the_warped_argmax(moving_model, clip):
     """The returned mask equals argmax of the one-hot previous mask warped by f4 upsampled to the frame."""
-    seg = Segmenter(moving_model, size=64)
+    seg = Segmenter(moving_model, size=64, appearance="none")
     seg.step(clip.frames[0], clip.masks[0])
     r = seg.step(clip.frames[1])
     ids = np.array(r.object_ids)

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from rtvos.flow import field_to_grid
-from rtvos.models import create_model, load_model, resize_flow, save_checkpoint
+from rtvos.models import create_model, load_network, resize_flow, save_checkpoint
 from rtvos.models.rpmnet import RPMNet
 
 from .flow_cache import load_clip
@@ -159,7 +159,7 @@ def train(cfg: DistillConfig) -> Path:
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model)
     if cfg.init:
-        src = load_model(cfg.init)
+        src = load_network(cfg.init)
         got = model.load_state_dict(src.state_dict(), strict=False)
         print(f"warm start from {cfg.init}: missing {len(got.missing_keys)}, unexpected {len(got.unexpected_keys)}")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

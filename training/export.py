@@ -1,6 +1,6 @@
 """Export a training checkpoint as a shippable model file: fp16 storage, provenance in the meta.
 
-    python -m rtvos.training.export RUN/best.pt --out rtvos/assets/default.pt [--max-mb 30]
+    python -m rtvos.training.export RUN/best.pt --out rtvos/assets/rpmnet_dis_r18_w50_cu.pt [--max-mb 30]
 
 Why fp16: halves the file (R18 RPM-Net: ~25 MB instead of ~51 MB); `load_checkpoint` restores fp32.
 """

@@ -24,7 +24,6 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..appearance import DEFAULT_APPEARANCE
 from .crf import CRF_MODES, refine_mask
 from .datasets import Sequence
 from .metrics import DatasetScores, evaluate_dataset
@@ -90,7 +89,7 @@ def build_method(
     matching: str = "deformable",
     flow_preset: str = "medium",
     propagation: str = "soft",
-    appearance: str = DEFAULT_APPEARANCE,
+    appearance: str | None = None,
     appearance_config: Any = None,
 ) -> Stepper:
     """A fresh stepper for a method name. ``model`` (default, rpmnet): a `load_model` name or path, or an already
