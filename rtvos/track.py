@@ -221,7 +221,8 @@ def track(
     object each) and/or ``points`` [(x, y) or (x, y, positive), ...] (clicks inside a box refine it; the rest
     make one more object). ``model``: "default", a name `rtvos.models.model_names()` lists, a checkpoint path,
     a loaded model or a ready `Segmenter`; ``appearance``: "grid" (the causal colour model fused with the
-    propagated scores), "none", or None: grid wherever it applies (soft propagation at frame resolution). ``palette`` (256×3) colours plots and PNGs (default: the mask PNG's, else DAVIS's).
+    propagated scores), "none", or None: grid wherever it applies (soft propagation at frame resolution).
+    ``palette`` (256×3) colours plots and PNGs (default: the mask PNG's, else DAVIS's).
     ``sinks`` (e.g. `rtvos.io.sinks.MaskSink`) run on the writer thread as in the CLI.
     Misuse (a bad prompt, a missing file) raises `InputError` here, before the model loads.
     """
