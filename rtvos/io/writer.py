@@ -61,6 +61,9 @@ class VideoWriter:
         self.size: tuple[int, int] | None = None
         self.frames_written = 0
         self._closed = False
+        # Set once a mux or encode call failed (a full disk): FFmpeg's muxer is then in an undefined state and
+        # a further mux can crash the process (SIGSEGV seen with libavformat 62), so nothing more is muxed.
+        self.error: BaseException | None = None
         self._container: Any = None
         self._stream: Any = None
         self._pad: tuple[int, int] = (0, 0)
@@ -107,6 +110,8 @@ class VideoWriter:
         """Append one H×W×3 uint8 RGB frame (size fixed by the first frame)."""
         if self._closed:
             raise ValueError(f"VideoWriter for {self.path} is closed")
+        if self.error is not None:
+            raise OSError(getattr(self.error, "errno", None), f"an earlier write failed ({self.error})", str(self.path))
         if self.size is None:
             if not (isinstance(rgb, np.ndarray) and rgb.ndim == 3):
                 raise ValueError(f"expected an HxWx3 uint8 RGB array, got {getattr(rgb, 'shape', type(rgb))}")
@@ -122,22 +127,39 @@ class VideoWriter:
         if self._pad != (0, 0):
             rgb = np.pad(rgb, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-        for packet in self._stream.encode(frame):
-            self._container.mux(packet)
+        try:
+            for packet in self._stream.encode(frame):
+                self._container.mux(packet)
+        except Exception as err:
+            self.error = err
+            raise
         self.frames_written += 1
 
     def close(self) -> None:
-        """Flush the encoder and finalise the MP4; safe to call twice."""
+        """Flush the encoder and finalise the MP4; safe to call twice.
+
+        After a failed write the encoder is not flushed (its packets would go to a muxer that already failed,
+        which can crash the process); the container is only closed, keeping what reached the disk."""
         self._closed = True
         if self._container is None:
             return
         container, stream = self._container, self._stream
         self._container = self._stream = None
         try:
-            for packet in stream.encode(None):
-                container.mux(packet)
+            if self.error is None:
+                for packet in stream.encode(None):
+                    try:
+                        container.mux(packet)
+                    except Exception as err:
+                        self.error = err
+                        raise
         finally:
-            container.close()
+            try:
+                container.close()
+            except Exception as err:
+                if self.error is None:
+                    self.error = err
+                    raise
 
     def __enter__(self) -> VideoWriter:
         return self
