@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import ablate, bench, build_engine, eval, info, segment, stream, train, viz, webcam
@@ -80,17 +80,34 @@ class _Terminated(KeyboardInterrupt):
     and the summary printed; the run then exits 0 like an interrupted-by-Ctrl-C run."""
 
 
-def _sigterm_as_interrupt() -> None:
+def _stop_signals() -> Callable[[], None]:
+    """The first SIGINT/SIGTERM raises (KeyboardInterrupt / _Terminated) so the run stops and flushes; any later
+    one is ignored, so an impatient second Ctrl-C cannot cut the flush, the summary or the exit short (the
+    pipeline's own teardown turns it into "skip the frames still queued"). Returns the undo (main() may run
+    in-process, e.g. in tests). Main thread only."""
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
-        return  # signal handlers can only be set from the main thread (e.g. main() called from a test thread)
+        return lambda: None  # signal handlers can only be set from the main thread
+    seen: list[int] = []
 
     def handler(signum: int, frame: object) -> None:
-        raise _Terminated()
+        seen.append(signum)
+        if len(seen) == 1:
+            raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
-    signal.signal(signal.SIGTERM, handler)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig, old in previous.items():
+        if old is not None:  # None: set outside Python, left alone
+            signal.signal(sig, handler)
+
+    def undo() -> None:
+        for sig, old in previous.items():
+            if old is not None:
+                signal.signal(sig, old)
+
+    return undo
 
 
 def _one_line(e: BaseException) -> str:
@@ -106,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_openmp()
     args = build_parser().parse_args(argv)  # usage errors: argparse prints them and exits 2
     configure_logging(args.verbose, args.log_level)
-    _sigterm_as_interrupt()
+    undo_signals = _stop_signals()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -124,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"rtvos {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 1
+    finally:
+        undo_signals()
 
 
 if __name__ == "__main__":

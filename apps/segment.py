@@ -233,6 +233,7 @@ def run_stream(
                 pass
             summary = tracking.summary()
         except BaseException:
+            tracking.close()  # flush every sink first: what the line below reports is what stays on disk
             done = tracking.summary().frames
             if done:  # what was really kept, sink by sink (an MP4 that could not be finalised says so)
                 kept = "; ".join(line for sk in sinks if sk.name != "live" and (line := sk.describe()))

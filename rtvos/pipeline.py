@@ -13,8 +13,10 @@ produced before it stay written (a truncated MP4: the frames before the damage, 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
+import signal
 import sys
 import threading
 import time
@@ -283,6 +285,8 @@ class Pipeline:
         self._last: list[Sink] = []  # ... then these (runs_last: they see every other sink's time)
         self._reanchor: FirstMask | None = None
         self._reanchor_lock = threading.Lock()
+        self._hurry = threading.Event()  # a second Ctrl-C/SIGTERM during the flush: skip the frames still queued
+        self.skipped = 0  # segmented frames the sinks never got because of that
 
     # -- public ----------------------------------------------------------------------------------------------
     def stop(self, reason: str = "stopped") -> None:
@@ -372,17 +376,46 @@ class Pipeline:
         except BaseException as err:
             failure = err
         finally:
-            progress.close()
-            if threaded:
-                self._shutdown_reader(reader)
-                self._finish_writer(writer)
-            else:
-                self._close_inline()
+            with self._signals_deferred():  # a second Ctrl-C must not abandon the flush half-way
+                progress.close()
+                if threaded:
+                    self._shutdown_reader(reader)
+                    self._finish_writer(writer)
+                else:
+                    self._close_inline()
             self._t_end = time.perf_counter() if self._t_end is None else self._t_end
+            if self._hurry.is_set():
+                note = f"a second signal skipped {self.skipped} queued frame(s)" if self.skipped else "signalled again"
+                self._stop_reason = f"{self._stop_reason or 'stopped'}; {note} during the flush"
         if failure is None and self._writer_error is not None:
             failure = self._writer_error
         if failure is not None:
             raise failure
+
+    @contextlib.contextmanager
+    def _signals_deferred(self) -> Iterator[None]:
+        """While the sinks flush, SIGINT and SIGTERM only shorten the flush (the frames still queued are
+        skipped) instead of raising in the middle of it: an exception there would leave the writer thread
+        behind and the process would exit with the MP4 unfinished (a 48-byte file). Main thread only."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous: dict[int, Any] = {}
+
+        def hurry(signum: int, frame: object) -> None:
+            self._hurry.set()
+
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                old = signal.getsignal(sig)
+                if old is None:  # installed outside Python: cannot be put back, leave it alone
+                    continue
+                signal.signal(sig, hurry)
+                previous[sig] = old
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
 
     # -- main thread -----------------------------------------------------------------------------------------
     def _main_loop(self, progress: _Progress) -> Iterator[SegmentedFrame]:
@@ -618,6 +651,9 @@ class Pipeline:
             self._open_sinks(info)
             self._writer_ready.set()
             while (item := self.outq.get()) is not None:
+                if self._hurry.is_set():
+                    self.skipped += 1
+                    continue
                 self._write_one(item)
         except BaseException as err:
             self._writer_error = err

@@ -103,3 +103,36 @@ def test_segment_jsonl_on_a_full_disk_exits_1_with_a_summary(tmpfs):
     lines = r.stderr.strip().splitlines()
     assert "no space left on the device" in lines[-1] and str(small) in lines[-1]
     assert "processed before stopping" in r.stderr and "Traceback" not in r.stderr
+
+
+# ------------------------------------------------------------------------------------------- 2: double Ctrl-C
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory):
+    c = make_synthetic_clip(num_frames=400, height=360, width=640, num_objects=1, seed=4)
+    return c, write_synthetic_clip(c, tmp_path_factory.mktemp("long"), as_frames=False)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_second_signal_during_the_flush_keeps_a_playable_overlay(long_clip, tmp_path, sig):
+    """#2: two SIGINTs (or SIGTERMs) 30 ms apart used to interrupt the flush: rc 130 and a 48-byte overlay."""
+    clip, paths = long_clip
+    out = tmp_path / "out"
+    proc = subprocess.Popen([*RTVOS, "segment", str(paths.video), "--mask", str(paths.first_mask), "--out",
+                             str(out), "--size", str(S), "--model", "rpmnet_r18", "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len(list(out.glob("*.png"))) < 20 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be stopped"
+    proc.send_signal(sig)
+    time.sleep(0.03)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, (proc.returncode, stderr[-800:])
+    assert "stopped:" in stdout and "Traceback" not in stderr
+    pngs = len(list(out.glob("*.png")))
+    done = int(stdout.split("stopped: ")[1].split()[0])
+    assert 20 <= done <= pngs < clip.num_frames
+    assert _decoded(out / "overlay.mp4") == done  # every frame the summary counts is in a playable file
