@@ -414,8 +414,8 @@ class Pipeline:
                 previous[sig] = old
             yield
         finally:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
     # -- main thread -----------------------------------------------------------------------------------------
     def _main_loop(self, progress: _Progress) -> Iterator[SegmentedFrame]:
