@@ -27,7 +27,7 @@ def _add_global_options(p: argparse.ArgumentParser, *, top: bool) -> None:
                    **({"default": 0} if top else d))
     g.add_argument("--log-level", metavar="LEVEL", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
                    help="log level of the `rtvos` loggers (overrides -v)", **({"default": None} if top else d))
-    g.add_argument("--debug", action="store_true", help="show the full traceback of an error instead of one line",
+    g.add_argument("--debug", action="store_true", help="also show the full traceback of an error (the exit status is unchanged)",
                    **({"default": False} if top else d))
 
 
@@ -110,6 +110,15 @@ def _stop_signals() -> Callable[[], None]:
     return undo
 
 
+def _debug_traceback(debug: bool) -> None:
+    """--debug: the full traceback of the error being handled, before its one line; the exit status stays the
+    error kind's (2 bad input, 1 runtime failure, 130 Ctrl-C), so scripts see the same code with or without it."""
+    if debug:
+        import traceback
+
+        traceback.print_exc()
+
+
 def _one_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
@@ -119,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Exit status: 0 success (an interrupted run that printed its summary included), 1 runtime failure
     (RuntimeError, OSError such as a full disk or a denied write, or any unexpected exception), 2 usage or bad
     input (argparse, rtvos.io.InputError, ValueError, TypeError, and a path given that does not exist or is the
-    wrong kind: FileNotFoundError, NotADirectoryError, IsADirectoryError), 130 Ctrl-C. --debug re-raises."""
+    wrong kind: FileNotFoundError, NotADirectoryError, IsADirectoryError), 130 Ctrl-C. --debug adds the traceback, same status."""
     _quiet_openmp()
     args = build_parser().parse_args(argv)  # usage errors: argparse prints them and exits 2
     configure_logging(args.verbose, args.log_level)
@@ -127,18 +136,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        if args.debug:
-            raise
+        _debug_traceback(args.debug)
         print("rtvos: interrupted", file=sys.stderr)
         return 130
     except BAD_INPUT as e:  # rtvos.io.InputError is a ValueError: bad input, one line naming it
-        if args.debug:
-            raise
+        _debug_traceback(args.debug)
         print(f"rtvos {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except Exception as e:  # RuntimeError, OSError, and anything unexpected: a runtime failure
-        if args.debug:
-            raise
+        _debug_traceback(args.debug)
         print(f"rtvos {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 1
     finally:

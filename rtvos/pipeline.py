@@ -235,6 +235,32 @@ class _WriterStopped(Exception):
     """The writer thread failed or a sink asked to stop; the main loop unwinds and looks at why."""
 
 
+# Which Pipeline is stepping each Segmenter now. A Segmenter holds one stream's memory (its anchor and previous
+# frame), so two runs stepping it at once would mix two streams into wrong masks without any error.
+# Keyed by id(): the segmenter itself is held while its run lasts (so the id is not reused), and nothing is
+# asked of the Segmenter class (hashable, weak-referenceable).
+_RUNNING: dict[int, tuple[Any, Any]] = {}
+_RUNNING_LOCK = threading.Lock()
+
+
+def _claim(segmenter: Segmenter, run: Pipeline) -> None:
+    with _RUNNING_LOCK:
+        held = _RUNNING.get(id(segmenter))
+        if held is not None and held[1] is not run:
+            raise RuntimeError(
+                "this Segmenter is already stepping another stream (an rtvos.track/Pipeline run in progress "
+                f"on {held[1].source.name!r}); a Segmenter keeps one stream's memory, so use one Segmenter per "
+                "concurrent stream, or finish (close) the other run first")
+        _RUNNING[id(segmenter)] = (segmenter, run)
+
+
+def _release(segmenter: Segmenter, run: Pipeline) -> None:
+    with _RUNNING_LOCK:
+        held = _RUNNING.get(id(segmenter))
+        if held is not None and held[1] is run:
+            del _RUNNING[id(segmenter)]
+
+
 class Pipeline:
     """One run of ``source`` through ``segmenter`` into ``sinks``; call :meth:`run` once.
 
@@ -336,6 +362,13 @@ class Pipeline:
         if self._ran:
             raise RuntimeError("a Pipeline runs once; build a new one for another run")
         self._ran = True
+        _claim(self.segmenter, self)
+        try:
+            yield from self._frames()
+        finally:
+            _release(self.segmenter, self)
+
+    def _frames(self) -> Iterator[SegmentedFrame]:
         # A live source decodes from the moment it is opened; frames it dropped while the model was loading
         # are not this run's drops.
         self._base = self._source_stats()

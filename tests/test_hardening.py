@@ -17,6 +17,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from PIL import Image
 
 from rtvos.data.synthetic import make_synthetic_clip, write_synthetic_clip
 
@@ -136,3 +137,236 @@ def test_a_second_signal_during_the_flush_keeps_a_playable_overlay(long_clip, tm
     done = int(stdout.split("stopped: ")[1].split()[0])
     assert 20 <= done <= pngs < clip.num_frames
     assert _decoded(out / "overlay.mp4") == done  # every frame the summary counts is in a playable file
+
+
+# ---------------------------------------------------------------------- 3-6, 12: output paths checked up front
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """The refusals below must come before the model loads (seconds, and a GPU maybe)."""
+    import rtvos
+
+    def no_load(*a, **k):
+        raise AssertionError("model loaded before the outputs were checked")
+
+    monkeypatch.setattr(rtvos, "load_model", no_load)
+
+
+def _main_err(capsys, argv: list[str]) -> tuple[int, str]:
+    from rtvos.apps.cli import main
+
+    rc = main(argv)
+    return rc, capsys.readouterr().err.strip()
+
+
+def test_jsonl_or_mask_video_onto_the_input_is_refused(clip, tmp_path, capsys, no_model):
+    """#3: `--jsonl in/victim.mp4` replaced the input video with JSON lines (rc 0)."""
+    _, paths = clip
+    victim = tmp_path / "in" / "victim.mp4"
+    victim.parent.mkdir()
+    victim.write_bytes(paths.video.read_bytes())
+    before = victim.read_bytes()
+    for flag, target in (("--jsonl", victim), ("--mask-video", victim), ("--jsonl", tmp_path / "in" / ".." / "in" /
+                                                                           "victim.mp4"), ("--jsonl", paths.first_mask)):
+        rc, err = _main_err(capsys, ["segment", str(victim), "--mask", str(paths.first_mask), "--out",
+                                     str(tmp_path / "o"), flag, str(target), "--quiet"])
+        assert rc == 2 and "refusing to overwrite" in err and flag in err and "Traceback" not in err, err
+    assert victim.read_bytes() == before and not (tmp_path / "o").exists()
+    # --out onto the input frame folder would overwrite its frames with masks
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    c, _ = clip
+    for i in range(3):
+        Image.fromarray(c.frames[i]).save(frames / f"{i:05d}.png")
+    rc, err = _main_err(capsys, ["segment", str(frames), "--mask", str(paths.first_mask), "--out", str(frames),
+                                 "--exist-ok", "--quiet"])
+    assert rc == 2 and "would overwrite the input" in err, err
+
+
+def test_mask_video_onto_the_overlay_is_refused(clip, tmp_path, capsys, no_model):
+    """#4: `--mask-video o/overlay.mp4` silently replaced the overlay (rc 0, both listed)."""
+    _, paths = clip
+    out = tmp_path / "o"
+    for flag, target in (("--mask-video", out / "overlay.mp4"), ("--jsonl", out / "overlay.mp4"),
+                         ("--jsonl", out / "00003.png"), ("--mask-video", out / "sub" / ".." / "overlay.mp4")):
+        rc, err = _main_err(capsys, ["segment", str(paths.video), "--mask", str(paths.first_mask), "--out", str(out),
+                                     flag, str(target), "--quiet"])
+        assert rc == 2 and flag in err and ("same file as the overlay" in err or "mask PNGs" in err), err
+    rc, err = _main_err(capsys, ["segment", str(paths.video), "--mask", str(paths.first_mask), "--out", str(out),
+                                 "--jsonl", str(tmp_path / "log.mp4"), "--mask-video", str(tmp_path / "log.mp4"),
+                                 "--quiet"])
+    assert rc == 2 and "--mask-video" in err and "same file as --jsonl" in err, err
+    assert not out.exists()
+
+
+def test_exist_ok_removes_only_what_rtvos_wrote_and_only_after_every_check(clip, tmp_path, capsys):
+    """#5: --exist-ok deleted 2024.png and 12345.png (not rtvos's), and with a bad --mask-video it deleted the
+    previous run's PNGs before failing."""
+    from rtvos.apps.cli import main
+
+    c, paths = clip
+    out = tmp_path / "o"
+    base = ["segment", str(paths.video), "--mask", str(paths.first_mask), "--out", str(out), "--model", "rpmnet_r18",
+            "--size", str(S), "--quiet"]
+    assert main(base) == 0
+    previous = sorted(p.name for p in out.glob("*.png"))
+    assert len(previous) == c.num_frames
+    for name in ("2024.png", "12345.png"):
+        Image.fromarray(c.frames[0]).save(out / name)
+    for bad in (str(tmp_path / "mv.txt"), str(tmp_path / "mv.gif"), str(tmp_path)):  # refused: nothing removed
+        rc, err = _main_err(capsys, [*base, "--exist-ok", "--mask-video", bad])
+        assert rc == 2 and "--mask-video" in err, err
+        assert sorted(p.name for p in out.glob("0*.png")) == previous
+    assert main([*base, "--exist-ok", "--max-frames", "3"]) == 0
+    assert sorted(p.name for p in out.glob("*.png")) == ["00000.png", "00001.png", "00002.png", "12345.png",
+                                                         "2024.png"]
+
+
+@pytest.mark.parametrize("target, expect", [("mv.txt", "'.txt'"), ("mv.gif", "'.gif'"), ("folder/", "is a folder")])
+def test_mask_video_format_is_checked_before_the_model_loads(clip, tmp_path, capsys, no_model, target, expect):
+    """#6: `--mask-video o_mv.txt` failed after the model loaded with "Could not determine output format",
+    naming neither the option nor the path."""
+    _, paths = clip
+    (tmp_path / "folder").mkdir()
+    rc, err = _main_err(capsys, ["segment", str(paths.video), "--mask", str(paths.first_mask), "--out",
+                                 str(tmp_path / "o"), "--mask-video", str(tmp_path / target), "--quiet"])
+    assert rc == 2 and err.startswith("rtvos segment: error: --mask-video") and expect in err, err
+    assert str(tmp_path / target).rstrip("/") in err and not (tmp_path / "o").exists()
+
+
+def test_out_on_a_device_says_device(clip, capsys, no_model):
+    """#12: `--out /dev/full` was "is a file, not a folder"."""
+    _, paths = clip
+    rc, err = _main_err(capsys, ["segment", str(paths.video), "--mask", str(paths.first_mask), "--out", "/dev/full",
+                                 "--quiet"])
+    assert rc == 2 and "/dev/full is a device, not a folder" in err, err
+
+
+def test_debug_keeps_the_exit_status(clip, tmp_path, capsys, no_model):
+    """#12: --debug turned exit 2 (bad input) into 1 (an uncaught exception)."""
+    _, paths = clip
+    r = subprocess.run([*RTVOS, "segment", str(paths.video), "--box", "1,2,x", "--debug"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" in r.stderr and r.stderr.strip().splitlines()[-1].startswith(
+        "rtvos segment: error: box '1,2,x'"), r.stderr[-500:]
+
+
+def test_too_many_boxes_are_refused_before_the_model_loads(clip, tmp_path, capsys, no_model):
+    """#12: 300 --box values were refused only after the model loaded, leaving an empty folder."""
+    _, paths = clip
+    boxes = [a for i in range(300) for a in ("--box", f"{i % 100},{i % 80},4,4")]
+    rc, err = _main_err(capsys, ["segment", str(paths.video), *boxes, "--out", str(tmp_path / "o"), "--quiet"])
+    assert rc == 2 and "at most 254" in err and "300" in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_box_errors_echo_what_was_typed(clip, tmp_path, capsys, no_model):
+    """#12: box errors echoed the converted x,y,w,h (` 100, 80 ,50,50` came back as `100,80,50,50`, and
+    rtvos.track's (x1, y1, x2, y2) came back as x,y,w,h)."""
+    import rtvos
+    from rtvos.io import InputError
+
+    c, paths = clip
+    rc, err = _main_err(capsys, ["segment", str(paths.video), "--box", " 100, 80 ,50,50", "--out",
+                                 str(tmp_path / "o"), "--quiet"])
+    assert rc == 2 and "box 100, 80 ,50,50 reaches (150,130)" in err, err
+    with pytest.raises(InputError, match=r"box \(30, 20, 10, 40\) must have a positive width"):
+        rtvos.track(c.frames, boxes=[(30, 20, 10, 40)])
+
+
+# ------------------------------------------------------------------------------- 7, 11: the library's misuse
+
+
+@pytest.fixture(scope="module")
+def seg():
+    import warnings
+
+    import rtvos
+    from rtvos.models import RandomWeightsWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomWeightsWarning)
+        return rtvos.Segmenter(rtvos.load_model("rpmnet_r18"), size=S, backend="eager")
+
+
+def test_one_segmenter_in_two_concurrent_runs_is_refused(clip, seg):
+    """#7: two rtvos.track runs sharing one Segmenter in two threads gave wrong masks silently (19 of 20 frames
+    differed). The second run now raises a RuntimeError naming the problem; after the first ends, it works."""
+    import threading
+
+    import rtvos
+
+    c, _ = clip
+    first = rtvos.track(c.frames, mask=c.masks[0], model=seg)
+    it = iter(first)
+    next(it)  # the first run is now stepping seg
+    errors: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            for _ in rtvos.track(c.frames, mask=c.masks[0], model=seg):
+                pass
+        except BaseException as e:  # noqa: BLE001 - handed to the test thread
+            errors.append(e)
+
+    t = threading.Thread(target=second)
+    t.start()
+    t.join(timeout=120)
+    assert len(errors) == 1 and isinstance(errors[0], RuntimeError), errors
+    assert "already stepping another stream" in str(errors[0]) and "one Segmenter per" in str(errors[0])
+    rest = [r.mask for r in it]  # the first run is unharmed
+    assert len(rest) == c.num_frames - 1
+    alone = [r.mask for r in rtvos.track(c.frames, mask=c.masks[0], model=seg)][1:]  # released: usable again
+    assert all(np.array_equal(a, b) for a, b in zip(rest, alone))
+
+
+def test_track_takes_a_single_box_and_refuses_nan(clip, seg):
+    """#11: boxes=(60, 80, 120, 160) raised TypeError, boxes=[(nan, 0, 10, 10)] a ValueError; both are user input."""
+    import rtvos
+    from rtvos.io import InputError
+
+    c, _ = clip
+    one = [r.mask for r in rtvos.track(c.frames[:2], boxes=(20, 16, 80, 66), model=seg)]
+    listed = [r.mask for r in rtvos.track(c.frames[:2], boxes=[(20, 16, 80, 66)], model=seg)]
+    as_array = [r.mask for r in rtvos.track(c.frames[:2], boxes=np.array([20.2, 16.0, 79.8, 66.0]), model=seg)]
+    assert all(np.array_equal(a, b) and np.array_equal(a, d) for a, b, d in zip(one, listed, as_array))
+    assert set(np.unique(one[0])) == {0, 1}
+    for bad, match in (([(float("nan"), 0, 10, 10)], r"box \(nan, 0, 10, 10\) has a coordinate that is not a finite"),
+                       ([(1, 2, 3)], r"box must be \(x1, y1, x2, y2\)"), ("10,10,20,20", "boxes must be a list"),
+                       ([("a", 1, 2, 3)], "numbers")):
+        with pytest.raises(InputError, match=match):
+            rtvos.track(c.frames, boxes=bad, model=seg)
+    with pytest.raises(InputError, match="not a finite"):
+        rtvos.track(c.frames, points=[(float("inf"), 3)], model=seg)
+
+
+# ------------------------------------------------------------------------------------ 9: a full disk on --jsonl
+
+
+def test_full_disk_on_the_jsonl_names_it_and_flags_it(long_clip, tmpfs, tmp_path):
+    """#9: a full disk under --jsonl gave an error line naming no file, and the kept line listed the cut log as if
+    it were complete."""
+    _, paths = long_clip
+    small = tmpfs("8k")
+    log = small / "log.jsonl"
+    r = subprocess.run([*RTVOS, "segment", str(paths.video), "--mask", str(paths.first_mask), "--out",
+                        str(tmp_path / "o"), "--jsonl", str(log), "--model", "rpmnet_r18", "--size", str(S),
+                        "--quiet"], capture_output=True, text=True, timeout=300)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and "no space left on the device" in lines[-1] and str(log) in lines[-1], r.stderr
+    assert f"log:     {log} is INCOMPLETE" in r.stderr, r.stderr
+    complete = [json.loads(x) for x in log.read_text().splitlines() if x.endswith("}")]
+    assert f"{len(complete)} complete line(s)" in r.stderr or f"{len(complete) - 1} complete line(s)" in r.stderr
+
+
+# ------------------------------------------------------------------------------- 10: OpenCV's own log lines
+
+
+def test_missing_webcam_prints_only_rtvos_line():
+    """#10: `rtvos webcam 7` printed OpenCV's "[ERROR:0@0.114] ... Camera index out of range" first."""
+    r = subprocess.run([*RTVOS, "webcam", "7", "--box", "1,1,4,4", "--out", "/tmp/never-written.mp4"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [r.stderr.strip().splitlines()[-1]], r.stderr
+    assert r.stderr.startswith("rtvos webcam: error: cannot open webcam /dev/video7"), r.stderr
