@@ -370,3 +370,37 @@ def test_missing_webcam_prints_only_rtvos_line():
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [r.stderr.strip().splitlines()[-1]], r.stderr
     assert r.stderr.startswith("rtvos webcam: error: cannot open webcam /dev/video7"), r.stderr
+
+
+# ------------------------------------------------------------------- 8: live MP4 fragments by wall-clock time
+
+_SLOW_FRAG_WRITER = """
+import sys, time, numpy as np
+from rtvos.io.writer import VideoWriter
+w = VideoWriter(sys.argv[1], fps=25, fragmented=True)  # nominal 25 fps, delivered at about 5 fps
+for i in range(100000):
+    f = np.full((96, 128, 3), (i * 7) % 255, np.uint8); f[:, : (i % 128)] = 30
+    w.write(f)
+    print(i + 1, flush=True)
+    time.sleep(0.2)
+"""
+
+
+def test_sigkilled_slow_live_mp4_loses_at_most_one_second(tmp_path):
+    """#8: a 25 fps-nominal stream delivered at 4 fps cut a fragment every 25 frames (6 s), so SIGKILL lost
+    ~3 s, not "at most the last second": fragments are now cut by wall-clock time too."""
+    from rtvos.io.writer import FRAGMENT_S
+
+    path = tmp_path / "live.mp4"
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_FRAG_WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    written = int(proc.stdout.readline())
+    t0 = time.monotonic()
+    while written < 22:  # about 4.4 s of frames
+        written = int(proc.stdout.readline())
+    elapsed = time.monotonic() - t0
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    rate = (written - 1) / elapsed  # frames per wall-clock second, as delivered
+    decoded = _decoded(path)
+    assert written - rate * FRAGMENT_S - 2 <= decoded <= written, (written, decoded, rate)

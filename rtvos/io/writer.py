@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any, cast
 
 import av
 import numpy as np
+from av.video.frame import PictureType
 
 from .base import InputError, check_fps
 
@@ -32,8 +34,10 @@ class VideoWriter:
 
     ``fragmented=True`` writes a fragmented MP4 for unbounded live streams: the muxer then keeps no per-frame
     index in memory, and a killed run leaves a playable file. A keyframe (and so a fragment) comes every
-    ``FRAGMENT_S`` seconds of video, the encoder runs without look-ahead (zerolatency) and every fragment is
-    flushed to disk as it is cut, so SIGKILL loses at most the last ``FRAGMENT_S`` seconds.
+    ``FRAGMENT_S`` seconds, of video or of wall-clock time, whichever comes first (a stream delivering fewer
+    frames than its nominal rate would otherwise cut a fragment only every few seconds), the encoder runs
+    without look-ahead (zerolatency) and every fragment is flushed to disk as it is cut, so SIGKILL loses at
+    most the last ``FRAGMENT_S`` seconds.
     """
 
     def __init__(
@@ -67,6 +71,7 @@ class VideoWriter:
         self._container: Any = None
         self._stream: Any = None
         self._pad: tuple[int, int] = (0, 0)
+        self._last_key_s: float | None = None  # monotonic time of the last forced keyframe (fragmented only)
         if size is not None:
             self._start(size)
 
@@ -99,7 +104,7 @@ class VideoWriter:
                 options["preset"] = self.preset
             if self.fragmented:  # bounded loss on a kill: a keyframe per FRAGMENT_S, no frames held back
                 gop = max(1, round(float(self.rate) * FRAGMENT_S))
-                options.update({"g": str(gop), "keyint_min": str(gop), "tune": "zerolatency"})
+                options.update({"g": str(gop), "keyint_min": str(gop), "tune": "zerolatency", "forced-idr": "1"})
             stream.options = options
         except Exception:
             container.close()
@@ -127,6 +132,11 @@ class VideoWriter:
         if self._pad != (0, 0):
             rgb = np.pad(rgb, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        if self.fragmented:  # a keyframe (a new fragment) at least every FRAGMENT_S of wall-clock time
+            now = time.monotonic()
+            if self._last_key_s is None or now - self._last_key_s >= FRAGMENT_S:
+                frame.pict_type = PictureType.I
+                self._last_key_s = now
         try:
             for packet in self._stream.encode(frame):
                 self._container.mux(packet)
