@@ -404,3 +404,48 @@ def test_sigkilled_slow_live_mp4_loses_at_most_one_second(tmp_path):
     rate = (written - 1) / elapsed  # frames per wall-clock second, as delivered
     decoded = _decoded(path)
     assert written - rate * FRAGMENT_S - 2 <= decoded <= written, (written, decoded, rate)
+
+
+# ------------------------------------------------------------------------- also expected: rotated phone videos
+
+
+def _write_rotated(path: Path, frames: list[np.ndarray], degrees: int) -> None:
+    """An MP4 of landscape ``frames`` with a display-matrix rotation, as a phone records portrait video."""
+    h, w = frames[0].shape[:2]
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        s.options = {"crf": "12"}
+        s.set_display_rotation(degrees)
+        for f in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+
+
+@pytest.mark.parametrize("degrees", [-90, 90, 180])
+def test_rotated_video_is_decoded_upright(clip, tmp_path, capsys, degrees):
+    """A phone video's display-matrix rotation was ignored: a mask drawn on the upright frame was refused
+    (240x320 vs 320x240) and the overlay played sideways. The rotation is now applied on decode."""
+    from rtvos.apps.cli import main
+    from rtvos.io import open_source, write_mask
+
+    c, _ = clip
+    path = tmp_path / "phone.mp4"
+    _write_rotated(path, list(c.frames), degrees)
+    k = (degrees // 90) % 4  # counter-clockwise quarter turns, what a player shows
+    upright = [np.rot90(f, k) for f in c.frames]
+    src = open_source(path)
+    assert src.size == upright[0].shape[:2]
+    got = [f.image for f in src]
+    assert len(got) == c.num_frames and got[0].shape == upright[0].shape
+    assert np.abs(got[3].astype(int) - upright[3].astype(int)).mean() < 4  # the same picture, turned
+    mask = tmp_path / "upright.png"
+    write_mask(mask, np.ascontiguousarray(np.rot90(c.masks[0], k)))
+    out = tmp_path / "o"
+    assert main(["segment", str(path), "--mask", str(mask), "--out", str(out), "--model", "rpmnet_r18", "--size",
+                 str(S), "--quiet"]) == 0, capsys.readouterr().err
+    with av.open(str(out / "overlay.mp4")) as o:
+        st = o.streams.video[0]
+        assert (st.height, st.width) == upright[0].shape[:2]

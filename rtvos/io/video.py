@@ -125,6 +125,11 @@ class VideoFileSource(FrameSourceBase):
         if self.size[0] <= 0 or self.size[1] <= 0:
             self.close()
             raise InputError(f"video has no frame size (not a playable video?): {self.path}")
+        # Phones store portrait video as landscape frames plus a display-matrix rotation; apply it on decode as
+        # every player does, so masks drawn on the upright picture fit and the overlay plays upright.
+        self.rotation = self._probe_rotation()
+        if self.rotation % 180:
+            self.size = (self.size[1], self.size[0])
 
     def _open(self) -> None:
         try:
@@ -143,13 +148,29 @@ class VideoFileSource(FrameSourceBase):
             stream.thread_type = "AUTO"
         self._container = container
 
+    def _probe_rotation(self) -> int:
+        """The display rotation (degrees counter-clockwise, a multiple of 90) from the first decoded frame's
+        display matrix; 0 when there is none or nothing decodes (the iteration then reports the damage)."""
+        rotation = 0
+        try:
+            for vf in self._container.decode(video=0):
+                rotation = int(round(float(getattr(vf, "rotation", 0) or 0) / 90.0)) * 90 % 360
+                break
+        except (av.error.FFmpegError, ValueError):
+            pass
+        self._consumed = True  # the first iteration re-opens the file from its start
+        return rotation
+
     def close(self) -> None:
         if self._container is not None:
             self._container.close()
             self._container = None
 
     def _to_frame(self, index: int, vf: Any, time_base: Any) -> Frame:
-        image = np.ascontiguousarray(vf.to_ndarray(format="rgb24"))
+        image = vf.to_ndarray(format="rgb24")
+        if self.rotation:
+            image = np.rot90(image, k=self.rotation // 90)  # counter-clockwise, as the display matrix says
+        image = np.ascontiguousarray(image)
         if image.shape[:2] != self.size:
             h, w = image.shape[:2]
             raise InputError(
