@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -449,3 +450,39 @@ def test_rotated_video_is_decoded_upright(clip, tmp_path, capsys, degrees):
     with av.open(str(out / "overlay.mp4")) as o:
         st = o.streams.video[0]
         assert (st.height, st.width) == upright[0].shape[:2]
+
+
+# ------------------------------------------------------------------------ also expected: variable frame rate
+
+
+def test_variable_frame_rate_timestamps_are_kept_in_the_overlay(clip, tmp_path, capsys):
+    """The overlay was re-timed to a constant rate (a VFR phone clip played at 12.17 fps, out of sync); it now
+    keeps the source's timestamps."""
+    from rtvos.apps.cli import main
+
+    c, paths = clip
+    gaps_ms = [40, 40, 200, 40, 10, 10, 500, 40, 33, 33, 100]
+    pts_ms = np.concatenate([[0], np.cumsum(gaps_ms)])[: c.num_frames]
+    src = tmp_path / "vfr.mp4"
+    with av.open(str(src), "w") as o:
+        s = o.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = c.frames[0].shape[1], c.frames[0].shape[0], "yuv420p"
+        s.codec_context.time_base = Fraction(1, 1000)
+        for f, t in zip(c.frames, pts_ms):
+            vf = av.VideoFrame.from_ndarray(f, format="rgb24")
+            vf.pts, vf.time_base = int(t), s.codec_context.time_base
+            for p in s.encode(vf):
+                o.mux(p)
+        for p in s.encode(None):
+            o.mux(p)
+
+    def times(path: Path) -> list[float]:
+        with av.open(str(path)) as i:
+            return sorted(float(f.pts * f.time_base) for f in i.decode(video=0))
+
+    assert np.allclose(times(src), pts_ms / 1000, atol=1e-3)  # the source really is VFR
+    out = tmp_path / "o"
+    assert main(["segment", str(src), "--mask", str(paths.first_mask), "--out", str(out), "--model", "rpmnet_r18",
+                 "--size", str(S), "--quiet"]) == 0, capsys.readouterr().err
+    got = times(out / "overlay.mp4")
+    assert len(got) == len(pts_ms) and np.allclose(np.array(got) - got[0], pts_ms / 1000, atol=2e-3), got

@@ -131,7 +131,7 @@ MASK_VIDEO_MODES = ("color", "alpha")
 
 
 class VideoSink(Sink):
-    """Overlay MP4 (H.264) at the source's frame rate."""
+    """Overlay MP4 (H.264) with the source's timestamps (its nominal frame rate where it has none)."""
 
     name = "encode"  # its key in stages_ms
     kind = "overlay"
@@ -140,6 +140,7 @@ class VideoSink(Sink):
         self.path = Path(path)
         self.fps = fps
         self._writer: VideoWriter | None = None
+        self._live = False
 
     def image(self, item: SegmentedFrame) -> np.ndarray:
         return item.overlay()
@@ -149,13 +150,18 @@ class VideoSink(Sink):
     def open(self, info: StreamInfo) -> None:
         # Live streams have no end: a fragmented MP4 keeps the muxer's memory flat and survives a kill.
         self._writer = VideoWriter(self.path, fps=self.fps or info.fps, fragmented=info.is_live)
+        self._live = info.is_live
 
     def write(self, item: SegmentedFrame) -> None:
         assert self._writer is not None, "VideoSink.open was not called"
         image = self.image(item)
         t = time.perf_counter()
+        # The source's timing, not a constant rate: a file's own timestamps (variable frame rate kept), a live
+        # stream's capture times (monotonic across reconnects; a 25 fps-nominal camera delivering 4 fps, or
+        # frames dropped for a slow model, still play in real time).
+        pts = item.captured_s if self._live else item.frame.pts_s
         try:
-            self._writer.write(image)
+            self._writer.write(image, pts)
         except OSError as e:
             raise self._fail(e) from None
         item.stages_ms[self.name] = (time.perf_counter() - t) * 1e3

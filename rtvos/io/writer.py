@@ -16,7 +16,11 @@ from av.video.frame import PictureType
 
 from .base import InputError, check_fps
 
-__all__ = ["FRAGMENT_S", "VideoWriter"]
+__all__ = ["FRAGMENT_S", "TIME_BASE", "VideoWriter"]
+
+#: The MP4's time base: 90 kHz (MPEG's clock) keeps a source's own timestamps (variable frame rate) exactly
+#: enough, and divides the common constant rates (25, 30000/1001: 3003 ticks, 60) without rounding.
+TIME_BASE = Fraction(1, 90000)
 
 
 FRAGMENT_S = 1.0  # live MP4s: seconds of video per fragment, the most a SIGKILL can lose
@@ -72,6 +76,8 @@ class VideoWriter:
         self._stream: Any = None
         self._pad: tuple[int, int] = (0, 0)
         self._last_key_s: float | None = None  # monotonic time of the last forced keyframe (fragmented only)
+        self._t0: float | None = None  # the first frame's given timestamp (the video starts at 0)
+        self._last_tick: int | None = None
         if size is not None:
             self._start(size)
 
@@ -99,6 +105,7 @@ class VideoWriter:
             stream.width = w + self._pad[1]
             stream.height = h + self._pad[0]
             stream.pix_fmt = self.pix_fmt
+            stream.codec_context.time_base = TIME_BASE
             options: dict[str, object] = {"crf": str(self.crf)}
             if self.preset:
                 options["preset"] = self.preset
@@ -111,8 +118,23 @@ class VideoWriter:
             raise
         self._container, self._stream = container, stream
 
-    def write(self, rgb: np.ndarray) -> None:
-        """Append one H×W×3 uint8 RGB frame (size fixed by the first frame)."""
+    def _tick(self, pts_s: float | None) -> int:
+        """The frame's timestamp in TIME_BASE ticks: ``pts_s`` relative to the first frame's (a variable-rate
+        source keeps its timing), else, or when it does not increase, one frame period after the last."""
+        step = max(1, round(1 / (self.rate * TIME_BASE)))
+        tick: int | None = None
+        if pts_s is not None and np.isfinite(pts_s):
+            if self._t0 is None:
+                self._t0 = float(pts_s)
+            tick = round((float(pts_s) - self._t0) / TIME_BASE)
+        if tick is None or (self._last_tick is not None and tick <= self._last_tick):
+            tick = 0 if self._last_tick is None else self._last_tick + step
+        self._last_tick = tick
+        return tick
+
+    def write(self, rgb: np.ndarray, pts_s: float | None = None) -> None:
+        """Append one H×W×3 uint8 RGB frame (size fixed by the first frame), shown at ``pts_s`` seconds
+        (relative to the first frame's ``pts_s``; None: one frame period after the previous frame)."""
         if self._closed:
             raise ValueError(f"VideoWriter for {self.path} is closed")
         if self.error is not None:
@@ -132,6 +154,7 @@ class VideoWriter:
         if self._pad != (0, 0):
             rgb = np.pad(rgb, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        frame.pts, frame.time_base = self._tick(pts_s), TIME_BASE
         if self.fragmented:  # a keyframe (a new fragment) at least every FRAGMENT_S of wall-clock time
             now = time.monotonic()
             if self._last_key_s is None or now - self._last_key_s >= FRAGMENT_S:
