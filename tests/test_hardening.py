@@ -486,3 +486,28 @@ def test_variable_frame_rate_timestamps_are_kept_in_the_overlay(clip, tmp_path, 
                  "--size", str(S), "--quiet"]) == 0, capsys.readouterr().err
     got = times(out / "overlay.mp4")
     assert len(got) == len(pts_ms) and np.allclose(np.array(got) - got[0], pts_ms / 1000, atol=2e-3), got
+
+
+# --------------------------------------------------------- also expected: SIGKILL on a file source keeps the MP4
+
+
+def test_sigkilled_file_run_keeps_a_playable_overlay(long_clip, tmp_path):
+    """SIGKILL during `rtvos segment FILE` left a 48-byte overlay (a plain MP4 writes its index at the end); the
+    overlay is now a fragmented MP4 for files too, losing at most a fragment (1 s) plus the encoder's look-ahead."""
+    from rtvos.io.writer import FRAGMENT_S
+
+    clip, paths = long_clip
+    out = tmp_path / "out"
+    proc = subprocess.Popen([*RTVOS, "segment", str(paths.video), "--mask", str(paths.first_mask), "--out",
+                             str(out), "--size", str(S), "--model", "rpmnet_r18", "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(list(out.glob("*.png"))) < 80 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    pngs = len(list(out.glob("*.png")))
+    lookahead = 16  # veryfast: rc-lookahead 10 + 3 B-frames, with margin
+    decoded = _decoded(out / "overlay.mp4")
+    assert pngs - 25 * FRAGMENT_S - lookahead - 2 <= decoded <= pngs, (pngs, decoded)

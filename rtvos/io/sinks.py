@@ -148,8 +148,9 @@ class VideoSink(Sink):
     failed: str | None = None  # why the file is not a complete MP4 (a write or the final flush failed)
 
     def open(self, info: StreamInfo) -> None:
-        # Live streams have no end: a fragmented MP4 keeps the muxer's memory flat and survives a kill.
-        self._writer = VideoWriter(self.path, fps=self.fps or info.fps, fragmented=info.is_live)
+        # A fragmented MP4 keeps the muxer's memory flat (live streams have no end) and survives a kill (SIGKILL,
+        # OOM, power) with everything but the last second: for files too, where a plain MP4 would lose it all.
+        self._writer = VideoWriter(self.path, fps=self.fps or info.fps, fragmented=True, live=info.is_live)
         self._live = info.is_live
 
     def write(self, item: SegmentedFrame) -> None:
