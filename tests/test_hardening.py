@@ -511,3 +511,37 @@ def test_sigkilled_file_run_keeps_a_playable_overlay(long_clip, tmp_path):
     lookahead = 16  # veryfast: rc-lookahead 10 + 3 B-frames, with margin
     decoded = _decoded(out / "overlay.mp4")
     assert pngs - 25 * FRAGMENT_S - lookahead - 2 <= decoded <= pngs, (pngs, decoded)
+
+
+# ------------------------------------------------------------- also expected: a truncated .ts says it ended early
+
+
+def test_truncated_transport_stream_is_reported(tmp_path, capsys):
+    """A cut .ts ended "done: N frames" with rc 0 (TS declares no frame count and FFmpeg ends it silently); it
+    now reports the truncation like a cut MP4: the frames before it are kept, then one line, rc 2."""
+    from rtvos.apps.cli import main
+    from rtvos.io import write_mask
+
+    c = make_synthetic_clip(num_frames=60, height=96, width=128, num_objects=1, seed=3)
+    full = tmp_path / "full.ts"
+    with av.open(str(full), "w") as o:
+        s = o.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 128, 96, "yuv420p"
+        for f in c.frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                o.mux(p)
+        for p in s.encode(None):
+            o.mux(p)
+    data = full.read_bytes()
+    cut = tmp_path / "cut.ts"
+    cut.write_bytes(data[: len(data) // 2 + 77])  # not a whole number of 188-byte packets
+    write_mask(tmp_path / "m.png", c.masks[0])
+    argv = ["--mask", str(tmp_path / "m.png"), "--model", "rpmnet_r18", "--size", str(S), "--quiet"]
+    assert main(["segment", str(full), "--out", str(tmp_path / "full"), *argv]) == 0  # the whole file: fine
+    capsys.readouterr()
+    out = tmp_path / "o"
+    rc = main(["segment", str(cut), "--out", str(out), *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and str(cut) in err[-1] and "truncated" in err[-1], err
+    kept = len(list(out.glob("*.png")))
+    assert 0 < kept < c.num_frames and f"{kept} frame(s) processed before stopping" in "\n".join(err)
