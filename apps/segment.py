@@ -240,8 +240,13 @@ def run_stream(
 
             view.on_reanchor = lambda boxes: tracking.pipeline.reanchor(lambda f: prompts_to_mask(f.image, boxes))
         try:
-            for _ in tracking:
-                pass
+            try:
+                for _ in tracking:
+                    pass
+            except KeyboardInterrupt as stop:  # Ctrl-C/SIGTERM landed here, between two frames: the same
+                # normal, flushed end as when it lands inside the pipeline
+                tracking.pipeline.stop("SIGTERM" if type(stop).__name__ == "_Terminated" else "Ctrl-C")
+                tracking.close()
             summary = tracking.summary()
         except BaseException:
             tracking.close()  # flush every sink first: what the line below reports is what stays on disk

@@ -316,7 +316,10 @@ class Pipeline:
 
     # -- public ----------------------------------------------------------------------------------------------
     def stop(self, reason: str = "stopped") -> None:
-        """Ask the run to end normally (thread-safe): what was segmented is flushed, run() returns a summary."""
+        """Ask the run to end normally (thread-safe): what was segmented is flushed, run() returns a summary
+        marked interrupted (also when the stop comes before the run started)."""
+        if self._t_end is None:
+            self._interrupted = True
         self._stop_reason = self._stop_reason or reason
         self._stop_requested.set()
 
