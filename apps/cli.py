@@ -80,16 +80,18 @@ class _Terminated(KeyboardInterrupt):
     and the summary printed; the run then exits 0 like an interrupted-by-Ctrl-C run."""
 
 
-def _stop_signals() -> Callable[[], None]:
+def _stop_signals() -> Callable[[bool], None]:
     """The first SIGINT/SIGTERM raises (KeyboardInterrupt / _Terminated) so the run stops and flushes; any later
     one is ignored, so an impatient second Ctrl-C cannot cut the flush, the summary or the exit short (the
-    pipeline's own teardown turns it into "skip the frames still queued"). Returns the undo (main() may run
-    in-process, e.g. in tests). Main thread only."""
+    pipeline's own teardown turns it into "skip the frames still queued"). Returns the undo: ``undo(exiting)``
+    puts the previous handlers back (main() may run in-process, e.g. in tests), except when the process is
+    about to exit after a stop signal: then both are ignored, since Python's shutdown would otherwise reset them
+    to the default and a late second signal would kill a finished, clean run (rc -15). Main thread only."""
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
-        return lambda: None  # signal handlers can only be set from the main thread
+        return lambda exiting: None  # signal handlers can only be set from the main thread
     seen: list[int] = []
 
     def handler(signum: int, frame: object) -> None:
@@ -102,10 +104,10 @@ def _stop_signals() -> Callable[[], None]:
         if old is not None:  # None: set outside Python, left alone
             signal.signal(sig, handler)
 
-    def undo() -> None:
+    def undo(exiting: bool) -> None:
         for sig, old in previous.items():
             if old is not None:
-                signal.signal(sig, old)
+                signal.signal(sig, signal.SIG_IGN if exiting and seen else old)
 
     return undo
 
@@ -148,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rtvos {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 1
     finally:
-        undo_signals()
+        undo_signals(argv is None)  # argv None: the process's own command line, it exits next
 
 
 if __name__ == "__main__":
