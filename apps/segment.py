@@ -301,10 +301,8 @@ def _check_output_paths(outs: Outputs, exist_ok: bool = False, inputs: dict[str,
     nearest existing ancestor a writable folder), a video must have a suffix FFmpeg can write H.264 to, a mask
     folder already holding results needs ``exist_ok``, and no output may be an input (``inputs``: what it is →
     path) or another output, including a PNG the mask folder would get."""
-    import re as _re
-
     from rtvos.io import InputError
-    from rtvos.io.sinks import check_output_folder, check_video_path
+    from rtvos.io.sinks import check_output_folder, check_video_path, is_mask_png_name
 
     names = {"masks": "--out (mask folder)", "video": "the overlay", "jsonl": "--jsonl", "mask_video": "--mask-video"}
     names.update(labels or {})
@@ -327,17 +325,17 @@ def _check_output_paths(outs: Outputs, exist_ok: bool = False, inputs: dict[str,
                 raise InputError(f"{names[key]} {path} is {what}: refusing to overwrite it")
         for other, opath in files.items():
             if other == key:
-                break  # each pair once, named by the later flag (the overlay is always there first)
+                break  # each pair once, reported on the later of the two flags
             if _same_file(path, opath):
                 raise InputError(f"{names[key]} {path} is the same file as {names[other]}")
-        if outs.masks is not None and _same_file(path.parent, outs.masks) and _re.fullmatch(r"\d{5,}\.png", path.name):
+        if outs.masks is not None and _same_file(path.parent, outs.masks) and is_mask_png_name(path.name):
             raise InputError(f"{names[key]} {path} is one of the mask PNGs written to {outs.masks}")
         if outs.masks is not None and _same_file(path, outs.masks):
             raise InputError(f"{names[key]} {path} is the mask folder")
     if outs.masks is not None:
         for what, src in (inputs or {}).items():
             if _same_file(outs.masks, src) or (src.is_file() and _same_file(src.parent, outs.masks)
-                                               and _re.fullmatch(r"\d{5,}\.png", src.name)):
+                                               and is_mask_png_name(src.name)):
                 raise InputError(f"{names['masks']} {outs.masks} would overwrite {what} {src}")
         check_output_folder(outs.masks, exist_ok)
     for key, path in [("masks", outs.masks), *files.items()]:

@@ -44,6 +44,7 @@ __all__ = [
     "check_output_folder",
     "check_video_path",
     "display_available",
+    "is_mask_png_name",
     "mask_png_name",
     "remove_previous_masks",
 ]
@@ -472,6 +473,12 @@ VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")
 def mask_png_name(n: int) -> str:
     """The file name of pipeline frame ``n``'s mask PNG (one definition, for MaskSink and the clean-up)."""
     return f"{n:05d}.png"
+
+
+def is_mask_png_name(name: str) -> bool:
+    """Whether ``name`` is one a MaskSink writes (``mask_png_name(n)`` for some n)."""
+    stem, dot, ext = name.rpartition(".")
+    return dot == "." and ext == "png" and stem.isdigit() and mask_png_name(int(stem)) == name
 
 
 def check_output_folder(folder: str | os.PathLike[str], exist_ok: bool = False) -> None:
