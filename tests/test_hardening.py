@@ -545,3 +545,53 @@ def test_truncated_transport_stream_is_reported(tmp_path, capsys):
     assert rc == 2 and str(cut) in err[-1] and "truncated" in err[-1], err
     kept = len(list(out.glob("*.png")))
     assert 0 < kept < c.num_frames and f"{kept} frame(s) processed before stopping" in "\n".join(err)
+
+
+def test_second_signal_during_the_flush_skips_the_queued_frames(clip, seg, tmp_path):
+    """#2 in the library: real SIGINTs to this process, the first while the model loop runs, the second while the
+    teardown drains a slow sink's queue: the queued frames are skipped, every sink is still closed, the MP4 holds
+    exactly the frames the summary counts, and no KeyboardInterrupt escapes the flush."""
+    import os
+    import threading
+
+    import rtvos
+    from rtvos.io.sinks import SegmentedFrame, Sink, VideoSink
+
+    class Slow(Sink):
+        name = "slow"
+
+        def __init__(self) -> None:
+            self.written, self.closed = 0, False
+
+        def write(self, item: SegmentedFrame) -> None:
+            time.sleep(0.15)
+            self.written += 1
+
+        def close(self) -> None:
+            self.closed = True
+
+    c, _ = clip
+    frames = [c.frames[i % c.num_frames] for i in range(200)]
+    slow, video = Slow(), VideoSink(tmp_path / "o.mp4")
+    tracking = rtvos.track(frames, mask=c.masks[0], model=seg, sinks=[video, slow])
+
+    def send() -> None:
+        deadline = time.monotonic() + 60
+        while slow.written < 3 and time.monotonic() < deadline:  # the writer's queue is full by now
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)  # lands in the model loop: the run stops and flushes ...
+        time.sleep(0.3)
+        os.kill(os.getpid(), signal.SIGINT)  # ... while the slow sink still drains ~8 queued frames (1.2 s)
+
+    signals = threading.Thread(target=send)
+    try:
+        signals.start()
+        n = sum(1 for _ in tracking)
+        signals.join()
+    except KeyboardInterrupt:
+        signals.join()
+        pytest.fail("a second Ctrl-C escaped the pipeline's flush")
+    s = tracking.summary()
+    assert s.interrupted and "skipped" in (s.stop_reason or ""), s.stop_reason
+    assert tracking.pipeline.skipped > 0 and slow.closed and slow.written == s.frames < n
+    assert _decoded(tmp_path / "o.mp4") == s.frames
