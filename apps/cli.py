@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rtvos.common import one_line
@@ -29,7 +29,7 @@ def _add_global_options(p: argparse.ArgumentParser, *, top: bool) -> None:
                    **({"default": 0} if top else d))
     g.add_argument("--log-level", metavar="LEVEL", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
                    help="log level of the `rtvos` loggers (overrides -v)", **({"default": None} if top else d))
-    g.add_argument("--debug", action="store_true", help="show the full traceback of an error instead of one line",
+    g.add_argument("--debug", action="store_true", help="also show the full traceback of an error (the exit status is unchanged)",
                    **({"default": False} if top else d))
 
 
@@ -82,45 +82,72 @@ class _Terminated(KeyboardInterrupt):
     and the summary printed; the run then exits 0 like an interrupted-by-Ctrl-C run."""
 
 
-def _sigterm_as_interrupt() -> None:
+def _stop_signals() -> Callable[[bool], None]:
+    """The first SIGINT/SIGTERM raises (KeyboardInterrupt / _Terminated) so the run stops and flushes; any later
+    one is ignored, so an impatient second Ctrl-C cannot cut the flush, the summary or the exit short (the
+    pipeline's own teardown turns it into "skip the frames still queued"). Returns the undo: ``undo(exiting)``
+    puts the previous handlers back (main() may run in-process, e.g. in tests), except when the process is
+    about to exit after a stop signal: then both are ignored, since Python's shutdown would otherwise reset them
+    to the default and a late second signal would kill a finished, clean run (rc -15). Main thread only."""
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
-        return  # signal handlers can only be set from the main thread (e.g. main() called from a test thread)
+        return lambda exiting: None  # signal handlers can only be set from the main thread
+    seen: list[int] = []
 
     def handler(signum: int, frame: object) -> None:
-        raise _Terminated()
+        seen.append(signum)
+        if len(seen) == 1:
+            raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
-    signal.signal(signal.SIGTERM, handler)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig, old in previous.items():
+        if old is not None:  # None: set outside Python, left alone
+            signal.signal(sig, handler)
+
+    def undo(exiting: bool) -> None:
+        for sig, old in previous.items():
+            if old is not None:
+                signal.signal(sig, signal.SIG_IGN if exiting and seen else old)
+
+    return undo
+
+
+def _debug_traceback(debug: bool) -> None:
+    """--debug: the full traceback of the error being handled, before its one line; the exit status stays the
+    error kind's (2 bad input, 1 runtime failure, 130 Ctrl-C), so scripts see the same code with or without it."""
+    if debug:
+        import traceback
+
+        traceback.print_exc()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit status: 0 success (an interrupted run that printed its summary included), 1 runtime failure
     (RuntimeError, OSError such as a full disk or a denied write, or any unexpected exception), 2 usage or bad
     input (argparse, rtvos.io.InputError, ValueError, TypeError, and a path given that does not exist or is the
-    wrong kind: FileNotFoundError, NotADirectoryError, IsADirectoryError), 130 Ctrl-C. --debug re-raises."""
+    wrong kind: FileNotFoundError, NotADirectoryError, IsADirectoryError), 130 Ctrl-C. --debug adds the traceback, same status."""
     _quiet_openmp()
     args = build_parser().parse_args(argv)  # usage errors: argparse prints them and exits 2
     configure_logging(args.verbose, args.log_level)
-    _sigterm_as_interrupt()
+    undo_signals = _stop_signals()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        if args.debug:
-            raise
+        _debug_traceback(args.debug)
         print("rtvos: interrupted", file=sys.stderr)
         return 130
     except BAD_INPUT as e:  # rtvos.io.InputError is a ValueError: bad input, one line naming it
-        if args.debug:
-            raise
+        _debug_traceback(args.debug)
         print(f"rtvos {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 2
     except Exception as e:  # RuntimeError, OSError, and anything unexpected: a runtime failure
-        if args.debug:
-            raise
+        _debug_traceback(args.debug)
         print(f"rtvos {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 1
+    finally:
+        undo_signals(argv is None)  # argv None: the process's own command line, it exits next
 
 
 if __name__ == "__main__":

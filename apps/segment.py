@@ -175,7 +175,7 @@ def run_stream(
     import rtvos
     from rtvos.io import DAVIS_PALETTE, InputError, open_source, read_mask, redact_url
     from rtvos.io.masks import check_mask_size
-    from rtvos.io.prompt import parse_box, parse_point
+    from rtvos.io.prompt import MAX_OBJECTS, parse_box, parse_point
 
     mask_path = mask_path or (Path(args.mask) if args.mask else None)
     if args.max_frames is not None and args.max_frames < 1:
@@ -183,10 +183,13 @@ def run_stream(
     boxes, points = list(args.box or ()), list(getattr(args, "point", None) or ())
     if mask_path is not None and (boxes or points):
         raise InputError("give either --mask or --box/--point, not both")
-    for b in boxes:
-        parse_box(b)  # syntax now; the frame bounds once the first frame is in hand
-    for pt in points:
-        parse_point(pt)
+    parsed = [parse_box(b) for b in boxes]  # syntax now; the frame bounds once the first frame is in hand
+    clicks = [parse_point(pt) for pt in points]
+    objects = len(parsed) + any(not any(x <= px < x + w and y <= py < y + h for x, y, w, h in parsed)
+                                for px, py, _ in clicks)
+    if objects > MAX_OBJECTS:
+        raise InputError(f"{len(parsed)} --box values make {objects} objects; at most {MAX_OBJECTS} can be tracked "
+                         "(ids 1..254 in a palette PNG)")
     first_mask: np.ndarray | None = None
     palette = DAVIS_PALETTE.copy()
     if mask_path is not None:
@@ -215,9 +218,17 @@ def run_stream(
                 parse_box(b, size)  # bounds against the source's frame size
             for pt in points:
                 parse_point(pt, size)
-        _check_output_paths(outs, exist_ok=bool(getattr(args, "exist_ok", False)))
+        inputs = {f"the mask {mask_path}": mask_path} if mask_path is not None else {}
+        if isinstance(source, (str, Path)) and Path(source).exists():
+            inputs[f"the input {source}"] = Path(source)
+        labels = None if cmd == "segment" else {"video": "--out", "masks": "--masks"}  # the live apps' flags
+        _check_output_paths(outs, exist_ok=bool(getattr(args, "exist_ok", False)), inputs=inputs, labels=labels)
 
         seg = load_segmenter(args)
+        if outs.masks is not None:  # only now, with every check passed and the model loaded
+            from rtvos.io.sinks import remove_previous_masks
+
+            remove_previous_masks(outs.masks)
         if outs.serve is not None:
             from rtvos.web import LiveView
 
@@ -233,10 +244,16 @@ def run_stream(
 
             view.on_reanchor = lambda boxes: tracking.pipeline.reanchor(lambda f: prompts_to_mask(f.image, boxes))
         try:
-            for _ in tracking:
-                pass
+            try:
+                for _ in tracking:
+                    pass
+            except KeyboardInterrupt as stop:  # Ctrl-C/SIGTERM landed here, between two frames: the same
+                # normal, flushed end as when it lands inside the pipeline
+                tracking.pipeline.stop("SIGTERM" if type(stop).__name__ == "_Terminated" else "Ctrl-C")
+                tracking.close()
             summary = tracking.summary()
         except BaseException:
+            tracking.close()  # flush every sink first: what the line below reports is what stays on disk
             done = tracking.summary().frames
             if done:  # what was really kept, sink by sink (an MP4 that could not be finalised says so)
                 kept = "; ".join(line for sk in sinks if sk.name != "live" and (line := sk.describe()))
@@ -261,28 +278,83 @@ def run_stream(
     return 0
 
 
-def _check_output_paths(outs: Outputs, exist_ok: bool = False) -> None:
-    """Each output must be creatable: its nearest existing ancestor is a writable folder (nothing is made); a
-    mask folder that already holds results is refused unless ``exist_ok``."""
-    from rtvos.io import InputError
-    from rtvos.io.sinks import check_output_folder
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (also through symlinks, hard links or ``..``), existing or not yet."""
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
 
+
+def _kind(path: Path) -> str:
+    """What a path that exists but is not a folder is, for the one-line error ("a file", "a device", ...)."""
+    import stat
+
+    mode = path.stat().st_mode
+    if stat.S_ISREG(mode):
+        return "a file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
+
+
+def _check_output_paths(outs: Outputs, exist_ok: bool = False, inputs: dict[str, Path] | None = None,
+                        labels: dict[str, str] | None = None) -> None:
+    """Every output is checked before any work (nothing is made or removed here): each must be creatable (its
+    nearest existing ancestor a writable folder), a video must have a suffix FFmpeg can write H.264 to, a mask
+    folder already holding results needs ``exist_ok``, and no output may be an input (``inputs``: what it is →
+    path) or another output, including a PNG the mask folder would get."""
+    from rtvos.io import InputError
+    from rtvos.io.sinks import check_output_folder, check_video_path, is_mask_png_name
+
+    names = {"masks": "--out (mask folder)", "video": "the overlay", "jsonl": "--jsonl", "mask_video": "--mask-video"}
+    names.update(labels or {})
+    files = {k: Path(p) for k, p in (("video", outs.video), ("jsonl", outs.jsonl), ("mask_video", outs.mask_video))
+             if p is not None}
+    for key in ("video", "mask_video"):
+        if key in files:
+            check_video_path(files[key], names[key])
+    if outs.masks is not None and outs.masks.exists() and not outs.masks.is_dir():
+        raise InputError(f"{names['masks']} {outs.masks} is {_kind(outs.masks)}, not a folder")
+    for key, path in files.items():
+        if path.is_dir():
+            raise InputError(f"{names[key]} {path} is a folder, expected a file path")
+        if path.exists() and not path.is_file():
+            raise InputError(f"{names[key]} {path} is {_kind(path)}, not a file rtvos can write")
+    # Clashes: an output that is an input, or two outputs that are one file.
+    for key, path in files.items():
+        for what, src in (inputs or {}).items():
+            if _same_file(path, src):
+                raise InputError(f"{names[key]} {path} is {what}: refusing to overwrite it")
+        for other, opath in files.items():
+            if other == key:
+                break  # each pair once, reported on the later of the two flags
+            if _same_file(path, opath):
+                raise InputError(f"{names[key]} {path} is the same file as {names[other]}")
+        if outs.masks is not None and _same_file(path.parent, outs.masks) and is_mask_png_name(path.name):
+            raise InputError(f"{names[key]} {path} is one of the mask PNGs written to {outs.masks}")
+        if outs.masks is not None and _same_file(path, outs.masks):
+            raise InputError(f"{names[key]} {path} is the mask folder")
     if outs.masks is not None:
+        for what, src in (inputs or {}).items():
+            if _same_file(outs.masks, src) or (src.is_file() and _same_file(src.parent, outs.masks)
+                                               and is_mask_png_name(src.name)):
+                raise InputError(f"{names['masks']} {outs.masks} would overwrite {what} {src}")
         check_output_folder(outs.masks, exist_ok)
-    for path in (outs.video, outs.masks, outs.jsonl, outs.mask_video):
+    for key, path in [("masks", outs.masks), *files.items()]:
         if path is None:
             continue
         probe = Path(path).absolute()
-        if probe.exists() and path in (outs.video, outs.jsonl, outs.mask_video) and probe.is_dir():
-            raise InputError(f"output {path} is a folder, expected a file path")
-        if probe.is_file() and path is not outs.masks:  # an earlier run's file: replaced (its folder must be writable)
+        if probe.is_file() and key != "masks":  # an earlier run's file: replaced (its folder must be writable)
             probe = probe.parent
         while not probe.exists():
             probe = probe.parent
         if not probe.is_dir():
-            raise InputError(f"cannot create output {path}: {probe} is a file, not a folder")
+            raise InputError(f"cannot create {names[key]} {path}: {probe} is {_kind(probe)}, not a folder")
         if not os.access(probe, os.W_OK | os.X_OK):
-            raise InputError(f"cannot create output {path}: {probe} is not writable")
+            raise InputError(f"cannot create {names[key]} {path}: {probe} is not writable")
 
 
 def _build_sinks(outs: Outputs, palette: np.ndarray, view: Any, src: Any) -> list[Sink]:

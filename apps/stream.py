@@ -43,7 +43,7 @@ def live_outputs(cmd: str, args: argparse.Namespace, *, prefer_window: bool) -> 
     serve = parse_serve(args.serve) if args.serve is not None else None
     show = bool(args.show)
     has_mask = bool(args.mask or args.box or args.point)
-    files = bool(args.out or args.masks or args.jsonl)
+    files = bool(args.out or args.masks or args.jsonl or args.mask_video)
     if not show and serve is None:
         if not has_mask:
             serve = DEFAULT_SERVE
@@ -61,6 +61,8 @@ def live_outputs(cmd: str, args: argparse.Namespace, *, prefer_window: bool) -> 
         video=Path(args.out) if args.out else None,
         masks=Path(args.masks) if args.masks else None,
         jsonl=Path(args.jsonl) if args.jsonl else None,
+        mask_video=Path(args.mask_video) if args.mask_video else None,
+        mask_video_mode=args.mask_video_mode,
         show=show,
         serve=serve,
     )

@@ -13,8 +13,10 @@ produced before it stay written (a truncated MP4: the frames before the damage, 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
+import signal
 import sys
 import threading
 import time
@@ -229,6 +231,32 @@ class _WriterStopped(Exception):
     """The writer thread failed or a sink asked to stop; the main loop unwinds and looks at why."""
 
 
+# Which Pipeline is stepping each Segmenter now. A Segmenter holds one stream's memory (its anchor and previous
+# frame), so two runs stepping it at once would mix two streams into wrong masks without any error.
+# Keyed by id(): the segmenter itself is held while its run lasts (so the id is not reused), and nothing is
+# asked of the Segmenter class (hashable, weak-referenceable).
+_RUNNING: dict[int, tuple[Any, Any]] = {}
+_RUNNING_LOCK = threading.Lock()
+
+
+def _claim(segmenter: Segmenter, run: Pipeline) -> None:
+    with _RUNNING_LOCK:
+        held = _RUNNING.get(id(segmenter))
+        if held is not None and held[1] is not run:
+            raise RuntimeError(
+                "this Segmenter is already stepping another stream (an rtvos.track/Pipeline run in progress "
+                f"on {held[1].source.name!r}); a Segmenter keeps one stream's memory, so use one Segmenter per "
+                "concurrent stream, or finish (close) the other run first")
+        _RUNNING[id(segmenter)] = (segmenter, run)
+
+
+def _release(segmenter: Segmenter, run: Pipeline) -> None:
+    with _RUNNING_LOCK:
+        held = _RUNNING.get(id(segmenter))
+        if held is not None and held[1] is run:
+            del _RUNNING[id(segmenter)]
+
+
 class Pipeline:
     """One run of ``source`` through ``segmenter`` into ``sinks``; call :meth:`run` once.
 
@@ -279,10 +307,15 @@ class Pipeline:
         self._last: list[Sink] = []  # ... then these (runs_last: they see every other sink's time)
         self._reanchor: FirstMask | None = None
         self._reanchor_lock = threading.Lock()
+        self._hurry = threading.Event()  # a second Ctrl-C/SIGTERM during the flush: skip the frames still queued
+        self.skipped = 0  # segmented frames the sinks never got because of that
 
     # -- public ----------------------------------------------------------------------------------------------
     def stop(self, reason: str = "stopped") -> None:
-        """Ask the run to end normally (thread-safe): what was segmented is flushed, run() returns a summary."""
+        """Ask the run to end normally (thread-safe): what was segmented is flushed, run() returns a summary
+        marked interrupted (also when the stop comes before the run started)."""
+        if self._t_end is None:
+            self._interrupted = True
         self._stop_reason = self._stop_reason or reason
         self._stop_requested.set()
 
@@ -328,6 +361,13 @@ class Pipeline:
         if self._ran:
             raise RuntimeError("a Pipeline runs once; build a new one for another run")
         self._ran = True
+        _claim(self.segmenter, self)
+        try:
+            yield from self._frames()
+        finally:
+            _release(self.segmenter, self)
+
+    def _frames(self) -> Iterator[SegmentedFrame]:
         # A live source decodes from the moment it is opened; frames it dropped while the model was loading
         # are not this run's drops.
         self._base = self._source_stats()
@@ -368,17 +408,46 @@ class Pipeline:
         except BaseException as err:
             failure = err
         finally:
-            progress.close()
-            if threaded:
-                self._shutdown_reader(reader)
-                self._finish_writer(writer)
-            else:
-                self._close_inline()
+            with self._signals_deferred():  # a second Ctrl-C must not abandon the flush half-way
+                progress.close()
+                if threaded:
+                    self._shutdown_reader(reader)
+                    self._finish_writer(writer)
+                else:
+                    self._close_inline()
             self._t_end = time.perf_counter() if self._t_end is None else self._t_end
+            if self._hurry.is_set():
+                note = f"a second signal skipped {self.skipped} queued frame(s)" if self.skipped else "signalled again"
+                self._stop_reason = f"{self._stop_reason or 'stopped'}; {note} during the flush"
         if failure is None and self._writer_error is not None:
             failure = self._writer_error
         if failure is not None:
             raise failure
+
+    @contextlib.contextmanager
+    def _signals_deferred(self) -> Iterator[None]:
+        """While the sinks flush, SIGINT and SIGTERM only shorten the flush (the frames still queued are
+        skipped) instead of raising in the middle of it: an exception there would leave the writer thread
+        behind and the process would exit with the MP4 unfinished (a 48-byte file). Main thread only."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous: dict[int, Any] = {}
+
+        def hurry(signum: int, frame: object) -> None:
+            self._hurry.set()
+
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                old = signal.getsignal(sig)
+                if old is None:  # installed outside Python: cannot be put back, leave it alone
+                    continue
+                signal.signal(sig, hurry)
+                previous[sig] = old
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
     # -- main thread -----------------------------------------------------------------------------------------
     def _main_loop(self, progress: _Progress) -> Iterator[SegmentedFrame]:
@@ -614,6 +683,9 @@ class Pipeline:
             self._open_sinks(info)
             self._writer_ready.set()
             while (item := self.outq.get()) is not None:
+                if self._hurry.is_set():
+                    self.skipped += 1
+                    continue
                 self._write_one(item)
         except BaseException as err:
             self._writer_error = err

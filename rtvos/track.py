@@ -23,7 +23,7 @@ import numpy as np
 
 from .io.base import Frame, FrameSource, FrameSourceBase, InputError
 from .io.masks import DAVIS_PALETTE, check_mask_size, read_mask
-from .io.prompt import Box, Point, check_point, prompts_to_mask
+from .io.prompt import Box, Point, check_box, check_point, prompts_to_mask
 from .io.sinks import Sink
 from .pipeline import Pipeline, PipelineConfig, PipelineSummary, Progress
 from .results import Result
@@ -87,12 +87,48 @@ def _open(source: SourceLike, *, bgr: bool, fps: float | None, policy: str | Non
     raise InputError(f"source must be a path, URL, webcam index, FrameSource or frames, got {type(source).__name__}")
 
 
-def _first_mask(mask: MaskLike | None, boxes: Sequence[Sequence[int]] | None,
-                points: Sequence[Sequence[int]] | None) -> tuple[np.ndarray | Callable[[Frame], np.ndarray], np.ndarray]:
+def _shown(v: Any) -> str:
+    return repr(tuple(v.tolist() if isinstance(v, np.ndarray) else v))
+
+
+def _as_list(given: Any, what: str, *lengths: int) -> list[Any]:
+    """``given`` as a list of boxes/points; one box (x1, y1, x2, y2) or one point (x, y) alone is accepted as a
+    list of one, as ultralytics/supervision users pass it."""
+    if given is None:
+        return []
+    if isinstance(given, np.ndarray):
+        given = given.tolist()
+    if isinstance(given, (str, bytes)) or not isinstance(given, Iterable):
+        raise InputError(f"{what} must be a list of {what[:-1]}s, got {given!r}")
+    items = list(given)
+    if items and len(items) in lengths and all(isinstance(v, (int, float, np.number)) for v in items):
+        return [items]  # a single one
+    return items
+
+
+def _coords(v: Any, what: str, form: str, *lengths: int) -> tuple[int, ...]:
+    """Integer pixel coordinates of one box or point; floats (a detector's output) are rounded, NaN/inf and
+    non-numbers are refused naming the value as given."""
+    if isinstance(v, np.ndarray):
+        v = v.tolist()
+    if isinstance(v, (str, bytes)) or not isinstance(v, Iterable):
+        raise InputError(f"{what} must be {form}, got {v!r}")
+    vals = list(v)
+    if len(vals) not in lengths or not all(isinstance(x, (int, float, np.number)) and not isinstance(x, bool)
+                                           or (what == "point" and i == 2 and isinstance(x, bool))
+                                           for i, x in enumerate(vals)):
+        raise InputError(f"{what} must be {form} (numbers), got {_shown(vals)}")
+    if not all(np.isfinite(float(x)) for x in vals):
+        raise InputError(f"{what} {_shown(vals)} has a coordinate that is not a finite number")
+    return tuple(int(round(float(x))) for x in vals)
+
+
+def _first_mask(mask: MaskLike | None, boxes: Any, points: Any) -> tuple[np.ndarray | Callable[[Frame], np.ndarray], np.ndarray]:
     """The pipeline's first mask (an array or a function of the first frame) and the palette."""
-    if mask is not None and (boxes or points):
+    box_list, point_list = _as_list(boxes, "boxes", 4), _as_list(points, "points", 2, 3)
+    if mask is not None and (box_list or point_list):
         raise InputError("give either mask= or boxes=/points=, not both")
-    if mask is None and not boxes and not points:
+    if mask is None and not box_list and not point_list:
         raise InputError("a first-frame prompt is needed: mask=, boxes=[(x1, y1, x2, y2), ...] or points=[(x, y), ...]")
     if isinstance(mask, (str, os.PathLike)):
         ids, palette = read_mask(mask)
@@ -111,12 +147,13 @@ def _first_mask(mask: MaskLike | None, boxes: Sequence[Sequence[int]] | None,
             return arr, DAVIS_PALETTE.copy()
         return mask, DAVIS_PALETTE.copy()
     xywh: list[Box] = []
-    for b in boxes or ():
-        if len(b) != 4:
-            raise InputError(f"box must be (x1, y1, x2, y2), got {tuple(b)!r}")
-        x1, y1, x2, y2 = (int(v) for v in b)
-        xywh.append((x1, y1, x2 - x1, y2 - y1))
-    pts: list[Point] = [check_point(tuple(int(v) for v in p)) for p in points or ()]
+    for b in box_list:
+        x1, y1, x2, y2 = _coords(b, "box", "(x1, y1, x2, y2)", 4)
+        xywh.append(check_box((x1, y1, x2 - x1, y2 - y1), shown=_shown(b)))
+    pts: list[Point] = []
+    for p in point_list:
+        c = _coords(p, "point", "(x, y) or (x, y, positive)", 2, 3)
+        pts.append(check_point(c if len(c) == 2 else (c[0], c[1], bool(c[2]))))
 
     def from_prompts(frame: Frame) -> np.ndarray:
         return prompts_to_mask(frame.image, xywh, pts)
@@ -192,8 +229,8 @@ def track(
     source: SourceLike,
     *,
     mask: MaskLike | None = None,
-    boxes: Sequence[Sequence[int]] | None = None,
-    points: Sequence[Sequence[int]] | None = None,
+    boxes: Sequence[Sequence[float]] | Sequence[float] | np.ndarray | None = None,
+    points: Sequence[Sequence[float]] | Sequence[float] | np.ndarray | None = None,
     model: Any = "default",
     size: int | None = None,
     device: str = "auto",
@@ -218,12 +255,13 @@ def track(
     takes), a `FrameSource`, or frames (a T×H×W×3 uint8 array or an iterable of H×W×3 arrays, BGR with
     ``bgr=True``; results' images and plots then come back in BGR too). Prompt, exactly one kind: ``mask`` (an
     H×W id array, a PNG path, or a function of the first `Frame`), ``boxes`` [(x1, y1, x2, y2), ...] (one
-    object each) and/or ``points`` [(x, y) or (x, y, positive), ...] (clicks inside a box refine it; the rest
-    make one more object). ``model``: "default", a name `rtvos.models.model_names()` lists, a checkpoint path,
-    a loaded model or a ready `Segmenter`; ``appearance``: "grid" (the causal colour model fused with the
-    propagated scores), "none", or None: grid wherever it applies (soft propagation at frame resolution).
-    ``palette`` (256×3) colours plots and PNGs (default: the mask PNG's, else DAVIS's).
-    ``sinks`` (e.g. `rtvos.io.sinks.MaskSink`) run on the writer thread as in the CLI.
+    object each; a single box alone, an N×4 array and float coordinates are accepted) and/or ``points``
+    [(x, y) or (x, y, positive), ...] (clicks inside a box refine it; the rest make one more object).
+    ``model``: "default", a name `rtvos.models.model_names()` lists, a checkpoint path, a loaded model or a
+    ready `Segmenter` (one run at a time: a second concurrent run on it raises RuntimeError). ``appearance``:
+    "grid" (the causal colour model fused with the propagated scores), "none", or None: grid wherever it
+    applies (soft propagation at frame resolution). ``palette`` (256×3) colours the PNGs (default: the mask
+    PNG's, else DAVIS's). ``sinks`` (e.g. `rtvos.io.sinks.MaskSink`) run on the writer thread as in the CLI.
     Misuse (a bad prompt, a missing file) raises `InputError` here, before the model loads.
     """
     first, own_palette = _first_mask(mask, boxes, points)

@@ -55,7 +55,7 @@ import numpy as np
 
 from .io.base import InputError
 from .io.overlay import DISPLAY_COLOURS
-from .io.prompt import check_box
+from .io.prompt import MAX_OBJECTS, check_box
 
 __all__ = ["LiveView"]
 
@@ -65,8 +65,10 @@ Box = tuple[int, int, int, int]
 
 _BOUNDARY = "rtvosframe"
 _KEEPALIVE_S = 10.0  # an idle stream re-sends its frame this often, which also notices dead clients
-_MAX_BODY = 4096
-_MAX_BOXES = 254  # object ids 1..254 (prompts_to_mask)
+_MAX_BOXES = MAX_OBJECTS  # object ids 1..254, as many as the CLI's --box takes
+# Room for every box the CLI accepts, each as a pretty-printed {"x": .., "y": .., "w": .., "h": ..} of 5-digit
+# values (about 50 bytes), with slack; anything larger is refused (413) before it is read.
+_MAX_BODY = 256 + 80 * _MAX_BOXES
 _DISCONNECTS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, socket.timeout)
 
 

@@ -210,12 +210,14 @@ def test_exit_status_by_error_kind(monkeypatch, capsys, exc, code):
     assert len(err) == 1 and err[0].startswith("rtvos info: error: "), err
 
 
-def test_debug_reraises(monkeypatch):
+def test_debug_shows_the_traceback_and_keeps_the_status(monkeypatch, capsys):
     _failing_info(monkeypatch, RuntimeError("backend exploded"))
-    with pytest.raises(RuntimeError, match="backend exploded"):
-        main(["--debug", "info"])
-    with pytest.raises(RuntimeError, match="backend exploded"):
-        main(["info", "--debug"])  # also after the command
+    for argv in (["--debug", "info"], ["info", "--debug"]):  # also after the command
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert "Traceback" in err and err.strip().splitlines()[-1] == "rtvos info: error: backend exploded"
+    _failing_info(monkeypatch, ValueError("bad value"))
+    assert main(["--debug", "info"]) == 2 and "Traceback" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("flags, shown", [([], False), (["-v"], True), (["info", "-v"], True), (["--log-level", "error"], False),
@@ -242,7 +244,7 @@ def test_verbose_configures_logging(monkeypatch, capsys, flags, shown):
 def test_exist_ok_flag_and_check_output_folder(tmp_path):
     from rtvos.apps.cli import build_parser
     from rtvos.io import InputError
-    from rtvos.io.sinks import check_output_folder
+    from rtvos.io.sinks import check_output_folder, remove_previous_masks
 
     for cmd in (["segment"], ["webcam"], ["stream", "rtsp://x/y"]):
         assert build_parser().parse_args([*cmd, "--exist-ok"]).exist_ok is True
@@ -256,7 +258,9 @@ def test_exist_ok_flag_and_check_output_folder(tmp_path):
                                          r"pass --exist-ok") as exc:
         check_output_folder(tmp_path)
     assert str(tmp_path) in str(exc.value)
-    check_output_folder(tmp_path, exist_ok=True)
+    check_output_folder(tmp_path, exist_ok=True)  # checks only: nothing is removed until every check passed
+    assert len(list(tmp_path.glob("0000*.png"))) == 2
+    assert remove_previous_masks(tmp_path) == 2
     assert not list(tmp_path.glob("0000*.png")) and (tmp_path / "notes.txt").exists()
 
 

@@ -12,7 +12,7 @@ from rtvos.data.synthetic import make_synthetic_clip, write_synthetic_clip
 from rtvos.io import InputError, read_mask
 from rtvos.io.base import FrameSourceBase
 from rtvos.io.rle import object_boxes, rle_area, rle_decode, rle_encode
-from rtvos.io.sinks import JsonlSink, MaskVideoSink, check_output_folder
+from rtvos.io.sinks import JsonlSink, MaskVideoSink, check_output_folder, remove_previous_masks
 from rtvos.track import ArraySource
 
 
@@ -224,6 +224,8 @@ def test_check_output_folder_refuses_results_unless_exist_ok(tmp_path):
     with pytest.raises(InputError, match="already holds results .*--exist-ok"):
         check_output_folder(tmp_path)
     check_output_folder(tmp_path, exist_ok=True)
+    assert (tmp_path / "00000.png").exists()  # removed only by remove_previous_masks, after every check
+    assert remove_previous_masks(tmp_path) == 1
     assert not (tmp_path / "00000.png").exists() and (tmp_path / "notes.txt").exists()
 
 

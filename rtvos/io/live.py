@@ -168,13 +168,14 @@ class _AvStream:
 
 
 def _quiet_capture(target: int | str) -> cv2.VideoCapture:
-    """Open a VideoCapture without OpenCV's own "[ WARN ] cap_v4l ..." lines: our error says it in one line."""
+    """Open a VideoCapture without OpenCV's own "[ WARN ] cap_v4l ..." or "[ERROR:0@0.1] ... Camera index out of
+    range" lines (a probe that fails is expected here): our error says it in one line."""
     utils = getattr(cv2, "utils", None)
     logging_mod = getattr(utils, "logging", None) if utils is not None else None
     if logging_mod is None:
         return cv2.VideoCapture(target)
     previous = logging_mod.getLogLevel()
-    logging_mod.setLogLevel(logging_mod.LOG_LEVEL_ERROR)
+    logging_mod.setLogLevel(logging_mod.LOG_LEVEL_SILENT)
     try:
         return cv2.VideoCapture(target)
     finally:

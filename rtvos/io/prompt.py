@@ -21,8 +21,11 @@ import numpy as np
 
 from .base import InputError
 
-__all__ = ["MAX_GRABCUT_SIDE", "Point", "box_to_mask", "check_box", "check_point", "parse_box", "parse_point",
+__all__ = ["MAX_GRABCUT_SIDE", "MAX_OBJECTS", "Point", "box_to_mask", "check_box", "check_point", "parse_box", "parse_point",
            "points_to_mask", "prompts_to_mask"]
+
+#: The most objects one first mask can hold: ids 1..254 (a palette PNG has 256 entries; 255 marks "void" in DAVIS).
+MAX_OBJECTS = 254
 
 #: Longest side GrabCut runs at; larger frames are downscaled first (see module doc).
 MAX_GRABCUT_SIDE = 640
@@ -34,12 +37,14 @@ _INT = r"\s*([+-]?\d+)\s*"
 _BOX_RE = re.compile(rf"^{_INT},{_INT},{_INT},{_INT}$")
 
 
-def check_box(box: tuple[int, int, int, int], frame_size: tuple[int, int] | None = None) -> Box:
-    """Validate an (x, y, w, h) box of ints; ``frame_size`` is (height, width) as ``image.shape[:2]``."""
+def check_box(box: tuple[int, int, int, int], frame_size: tuple[int, int] | None = None, *,
+              shown: str | None = None) -> Box:
+    """Validate an (x, y, w, h) box of ints; ``frame_size`` is (height, width) as ``image.shape[:2]``.
+    ``shown`` is how the user wrote the box (the --box text, an (x1, y1, x2, y2) tuple), echoed in errors."""
     if len(box) != 4 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in box):
-        raise InputError(f"box must be 4 integers x,y,w,h, got {box!r}")
+        raise InputError(f"box must be 4 integers x,y,w,h, got {shown or repr(box)}")
     x, y, w, h = (int(v) for v in box)
-    text = f"{x},{y},{w},{h}"
+    text = shown if shown is not None else f"{x},{y},{w},{h}"
     if w <= 0 or h <= 0:
         raise InputError(f"box {text} must have a positive width and height")
     if x < 0 or y < 0:
@@ -58,7 +63,7 @@ def parse_box(text: str, frame_size: tuple[int, int] | None = None) -> Box:
     m = _BOX_RE.match(str(text))
     if m is None:
         raise InputError(f"box {text!r} is not 'x,y,w,h' (four integers separated by commas)")
-    return check_box(tuple(int(g) for g in m.groups()), frame_size)  # type: ignore[arg-type]
+    return check_box(tuple(int(g) for g in m.groups()), frame_size, shown=str(text).strip())  # type: ignore[arg-type]
 
 
 def box_to_mask(image_rgb: np.ndarray, box: tuple[int, int, int, int], iterations: int = 5) -> np.ndarray:
@@ -195,8 +200,8 @@ def prompts_to_mask(image_rgb: np.ndarray, boxes: list[Box] = (), points: list[P
     height, width = image_rgb.shape[:2]
     bxs = [check_box(b, (height, width)) for b in boxes]
     pts = [check_point(p, (height, width)) for p in points]
-    if len(bxs) + 1 > 255:
-        raise InputError(f"at most 254 objects, got {len(bxs)} boxes")
+    if len(bxs) > MAX_OBJECTS:
+        raise InputError(f"at most {MAX_OBJECTS} objects, got {len(bxs)} boxes")
 
     def inside(p: Point, b: Box) -> bool:
         return b[0] <= p[0] < b[0] + b[2] and b[1] <= p[1] < b[1] + b[3]

@@ -42,7 +42,11 @@ __all__ = [
     "VideoSink",
     "WindowSink",
     "check_output_folder",
+    "check_video_path",
     "display_available",
+    "is_mask_png_name",
+    "mask_png_name",
+    "remove_previous_masks",
 ]
 
 
@@ -128,7 +132,7 @@ MASK_VIDEO_MODES = ("color", "alpha")
 
 
 class VideoSink(Sink):
-    """Overlay MP4 (H.264) at the source's frame rate."""
+    """Overlay MP4 (H.264) with the source's timestamps (its nominal frame rate where it has none)."""
 
     name = "encode"  # its key in stages_ms
     kind = "overlay"
@@ -137,6 +141,7 @@ class VideoSink(Sink):
         self.path = Path(path)
         self.fps = fps
         self._writer: VideoWriter | None = None
+        self._live = False
 
     def image(self, item: SegmentedFrame) -> np.ndarray:
         return item.overlay()
@@ -144,15 +149,21 @@ class VideoSink(Sink):
     failed: str | None = None  # why the file is not a complete MP4 (a write or the final flush failed)
 
     def open(self, info: StreamInfo) -> None:
-        # Live streams have no end: a fragmented MP4 keeps the muxer's memory flat and survives a kill.
-        self._writer = VideoWriter(self.path, fps=self.fps or info.fps, fragmented=info.is_live)
+        # A fragmented MP4 keeps the muxer's memory flat (live streams have no end) and survives a kill (SIGKILL,
+        # OOM, power) with everything but the last second: for files too, where a plain MP4 would lose it all.
+        self._writer = VideoWriter(self.path, fps=self.fps or info.fps, fragmented=True, live=info.is_live)
+        self._live = info.is_live
 
     def write(self, item: SegmentedFrame) -> None:
         assert self._writer is not None, "VideoSink.open was not called"
         image = self.image(item)
         t = time.perf_counter()
+        # The source's timing, not a constant rate: a file's own timestamps (variable frame rate kept), a live
+        # stream's capture times (monotonic across reconnects; a 25 fps-nominal camera delivering 4 fps, or
+        # frames dropped for a slow model, still play in real time).
+        pts = item.captured_s if self._live else item.frame.pts_s
         try:
-            self._writer.write(image)
+            self._writer.write(image, pts)
         except OSError as e:
             raise self._fail(e) from None
         item.stages_ms[self.name] = (time.perf_counter() - t) * 1e3
@@ -214,7 +225,7 @@ class MaskSink(Sink):
 
     def write(self, item: SegmentedFrame) -> None:
         t = time.perf_counter()
-        path = self.folder / f"{item.n:05d}.png"
+        path = self.folder / mask_png_name(item.n)
         try:
             write_mask(path, item.mask, self.palette)  # atomic: a failed write leaves no partial PNG
         except OSError as e:
@@ -261,19 +272,35 @@ class JsonlSink(Sink):
         except OSError as err:
             raise InputError(f"cannot write JSON log {self.path}: {err.strerror or err}") from None
 
+    failed: str | None = None  # why the log stops early (a write failed: its last line may be cut)
+
     def write(self, item: SegmentedFrame) -> None:
         assert self._file is not None, "JsonlSink.open was not called"
-        self._file.write(json.dumps(frame_record(item, rle=self.rle), separators=(",", ":")) + "\n")
-        self._file.flush()
+        if self.failed:
+            return  # refuse quietly: the first failure was already raised
+        try:
+            self._file.write(json.dumps(frame_record(item, rle=self.rle), separators=(",", ":")) + "\n")
+            self._file.flush()
+        except OSError as e:
+            self.failed = _space_reason(e)
+            raise OSError(e.errno, f"{self.failed} while writing", str(self.path)) from None
         self.lines += 1
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            f, self._file = self._file, None
+            try:
+                f.close()
+            except OSError as e:  # the buffered tail could not be written
+                if not self.failed:
+                    self.failed = _space_reason(e)
+                    raise OSError(e.errno, f"{self.failed} while writing", str(self.path)) from None
 
     def describe(self) -> str:
-        return f"log:     {self.path}"
+        if self.failed:
+            return (f"log:     {self.path} is INCOMPLETE: {self.lines} complete line(s), the last one may be cut "
+                    f"({self.failed})")
+        return f"log:     {self.path} ({self.lines} lines)"
 
 
 def display_available() -> bool:
@@ -413,20 +440,58 @@ class LiveViewSink(Sink):
 #: What a run writes into its output folder; a folder holding any of these already has results.
 RESULT_PATTERNS = ("*.png", "*.mp4", "*.jsonl", "*.jpg")
 
+#: What the MP4 sinks can write: H.264 in an ISO-BMFF (mp4/mov) or Matroska container.
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")
+
+
+def mask_png_name(n: int) -> str:
+    """The file name of pipeline frame ``n``'s mask PNG (one definition, for MaskSink and the clean-up)."""
+    return f"{n:05d}.png"
+
+
+def is_mask_png_name(name: str) -> bool:
+    """Whether ``name`` is one a MaskSink writes (``mask_png_name(n)`` for some n)."""
+    stem, dot, ext = name.rpartition(".")
+    return dot == "." and ext == "png" and stem.isdigit() and mask_png_name(int(stem)) == name
+
 
 def check_output_folder(folder: str | os.PathLike[str], exist_ok: bool = False) -> None:
     """Refuse an output folder that already holds results (stale frames would mix with new ones), unless
-    ``exist_ok``; then the old PNG masks are removed first, so the folder holds only this run's frames."""
+    ``exist_ok``. Nothing is removed here: :func:`remove_previous_masks` does that once every check passed."""
     root = Path(folder)
     if not root.is_dir():
         return
     found = sorted({p for pat in RESULT_PATTERNS for p in root.glob(pat) if p.is_file()})
-    if not found:
-        return
-    if not exist_ok:
+    if found and not exist_ok:
         names = ", ".join(p.name for p in found[:3]) + (", ..." if len(found) > 3 else "")
         raise InputError(f"output folder {root} already holds results ({len(found)} files: {names}); "
                          "pass --exist-ok to overwrite them")
-    for p in found:
-        if p.suffix == ".png" and p.stem.isdigit():
-            p.unlink()
+
+
+def remove_previous_masks(folder: str | os.PathLike[str]) -> int:
+    """Remove the mask PNGs an earlier run wrote into ``folder`` (so it holds only this run's frames); returns
+    how many. Only what a run writes goes: 00000.png, 00001.png, ... up to the first gap; any other PNG (2024.png,
+    a lone 12345.png) was not written by rtvos and is kept."""
+    root = Path(folder)
+    n = 0
+    while (root / mask_png_name(n)).is_file():
+        (root / mask_png_name(n)).unlink()
+        n += 1
+    return n
+
+
+def check_video_path(path: str | os.PathLike[str], what: str) -> None:
+    """One line naming ``what`` (the option) and the path when the video cannot be written as asked: a folder, a
+    suffix FFmpeg cannot pair with H.264, or no H.264 encoder. Checked before any model loads or file is made."""
+    p = Path(path)
+    if str(path).endswith(("/", os.sep)) or p.is_dir():
+        raise InputError(f"{what} {path} is a folder, expected a video file (e.g. {p / 'video.mp4'})")
+    if p.suffix.lower() not in VIDEO_SUFFIXES:
+        raise InputError(f"{what} {path}: cannot write H.264 video to a '{p.suffix or 'suffix-less'}' file; use one "
+                         f"of {', '.join(VIDEO_SUFFIXES)}")
+    import av
+
+    try:
+        av.codec.Codec("libx264", "w")
+    except Exception:
+        raise InputError(f"{what} {path}: this FFmpeg build has no H.264 encoder (libx264)") from None

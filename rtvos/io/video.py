@@ -125,6 +125,11 @@ class VideoFileSource(FrameSourceBase):
         if self.size[0] <= 0 or self.size[1] <= 0:
             self.close()
             raise InputError(f"video has no frame size (not a playable video?): {self.path}")
+        # Phones store portrait video as landscape frames plus a display-matrix rotation; apply it on decode as
+        # every player does, so masks drawn on the upright picture fit and the overlay plays upright.
+        self.rotation = self._probe_rotation()
+        if self.rotation % 180:
+            self.size = (self.size[1], self.size[0])
 
     def _open(self) -> None:
         try:
@@ -143,13 +148,40 @@ class VideoFileSource(FrameSourceBase):
             stream.thread_type = "AUTO"
         self._container = container
 
+    def _cut_transport_stream(self) -> bool:
+        """An MPEG-TS file whose size is not a whole number of transport packets (188, 192 or 204 bytes) was cut
+        off: TS declares no frame count, and FFmpeg ends such a file silently, its last frame half decoded."""
+        if "mpegts" not in str(getattr(self._container.format, "name", "")):
+            return False
+        try:
+            size = self.path.stat().st_size
+        except OSError:
+            return False
+        return all(size % n for n in (188, 192, 204))
+
+    def _probe_rotation(self) -> int:
+        """The display rotation (degrees counter-clockwise, a multiple of 90) from the first decoded frame's
+        display matrix; 0 when there is none or nothing decodes (the iteration then reports the damage)."""
+        rotation = 0
+        try:
+            for vf in self._container.decode(video=0):
+                rotation = int(round(float(getattr(vf, "rotation", 0) or 0) / 90.0)) * 90 % 360
+                break
+        except (av.error.FFmpegError, ValueError):
+            pass
+        self._consumed = True  # the first iteration re-opens the file from its start
+        return rotation
+
     def close(self) -> None:
         if self._container is not None:
             self._container.close()
             self._container = None
 
     def _to_frame(self, index: int, vf: Any, time_base: Any) -> Frame:
-        image = np.ascontiguousarray(vf.to_ndarray(format="rgb24"))
+        image = vf.to_ndarray(format="rgb24")
+        if self.rotation:
+            image = np.rot90(image, k=self.rotation // 90)  # counter-clockwise, as the display matrix says
+        image = np.ascontiguousarray(image)
         if image.shape[:2] != self.size:
             h, w = image.shape[:2]
             raise InputError(
@@ -175,6 +207,8 @@ class VideoFileSource(FrameSourceBase):
         last_fed_dts: int | None = None
         first_lost_dts: int | None = None
         damage: str | None = None
+        cut_ts = self._cut_transport_stream()
+        held: Any = None  # cut_ts: each packet is fed once the next one arrived; the last one is incomplete
         try:
             for packet in container.demux(stream):
                 if packet.size == 0:
@@ -184,6 +218,10 @@ class VideoFileSource(FrameSourceBase):
                     damage = "truncated or corrupt data"
                     first_lost_dts = packet.dts
                     break
+                if cut_ts:
+                    packet, held = held, packet
+                    if packet is None:
+                        continue
                 packets += 1
                 last_fed_dts = packet.dts
                 for vf in packet.decode():
@@ -191,6 +229,9 @@ class VideoFileSource(FrameSourceBase):
                     index += 1
             if damage is None and self.num_frames is not None and packets < self.num_frames:
                 damage = "file ends early"
+            if damage is None and cut_ts:
+                damage = "the file ends inside a transport-stream packet"
+                first_lost_dts = None if held is None else held.dts
             # Draining after damage may return frames that come *after* a lost
             # one in display order (mislabelled indices). A lost packet's pts is
             # >= its dts > every fed dts, so frames with pts below that bound
