@@ -159,9 +159,12 @@ class AppearanceGrid:
         gy, gx = st.grid
         s = self.config.scale
         (h, w), (H, W) = st.work_size, st.frame_size
-        ys = np.minimum(np.arange(h) * s + s // 2, H - 1)  # the frame pixel nearest each working pixel's centre
-        xs = np.minimum(np.arange(w) * s + s // 2, W - 1)
-        coords = st.coords[ys[:, None], xs[None, :]]
+        if (h - 1) * s + s // 2 < H and (w - 1) * s + s // 2 < W:  # the frame pixel nearest each working centre
+            coords = st.coords[s // 2::s, s // 2::s][:h, :w]
+        else:  # frames smaller than the scale
+            ys = np.minimum(np.arange(h) * s + s // 2, H - 1)
+            xs = np.minimum(np.arange(w) * s + s // 2, W - 1)
+            coords = st.coords[ys[:, None], xs[None, :]]
         inv = np.float32(1.0 / self.config.cell)
         cx = np.clip((coords[..., 0] * inv).astype(np.int32), 0, gx - 1)
         cy = np.clip((coords[..., 1] * inv).astype(np.int32), 0, gy - 1)
@@ -221,14 +224,20 @@ class AppearanceGrid:
         self.rebuild(st)
         return st
 
-    def advance(self, st: GridState, backward: np.ndarray) -> None:
-        """Carry the anchor coordinates along this frame's backward field (H×W×2 (dx, dy), frame px). At frame
-        resolution: on a coarser grid, coordinates blur across motion boundaries and cells bleed (dev −0.003)."""
-        H, W = st.frame_size
-        f = resize_field(backward, (H, W)) if backward.shape[:2] != (H, W) else backward.copy()
-        f[..., 0] += np.arange(W, dtype=np.float32)[None, :]
-        f[..., 1] += np.arange(H, dtype=np.float32)[:, None]
-        st.coords = cv2.remap(st.coords, f[..., 0], f[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    def advance(self, st: GridState, backward: np.ndarray | None = None,
+                maps: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """Carry the anchor coordinates along this frame's backward field (H×W×2 (dx, dy), frame px), or along
+        the propagator's own fixed-point remap ``maps`` of that field. At frame resolution: on a coarser grid,
+        coordinates blur across motion boundaries and cells bleed (dev −0.003)."""
+        if maps is None:
+            if backward is None:
+                raise ValueError("advance needs the backward field or its remap maps")
+            H, W = st.frame_size
+            f = resize_field(backward, (H, W)) if backward.shape[:2] != (H, W) else backward.copy()
+            f[..., 0] += np.arange(W, dtype=np.float32)[None, :]
+            f[..., 1] += np.arange(H, dtype=np.float32)[:, None]
+            maps = (f[..., 0], f[..., 1])
+        st.coords = cv2.remap(st.coords, maps[0], maps[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
     def factors(self, st: GridState, idx: np.ndarray) -> np.ndarray:
         """Each object's fusion factor against the background at frame resolution: K×H×W float32."""
@@ -405,13 +414,15 @@ class AppearanceStage:
 
     def __call__(self, st: GridState, frame: np.ndarray, scores: np.ndarray,
                  backward_on: Callable[[tuple[int, int]], np.ndarray], forward: Future[Any] | None,
-                 submit: Callable[..., Future[Any]] | None = None) -> np.ndarray:
+                 submit: Callable[..., Future[Any]] | None = None,
+                 maps: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """Fused K×H×W scores for this frame from the propagated ones. ``backward_on(hw)`` gives the field that
-        propagated them on an h×w grid; ``forward`` is `start_forward`'s pending field. With ``submit`` the
-        model's rebuild runs on a worker thread and is joined at the next frame (off the critical path)."""
+        propagated them on an h×w grid (``maps``: the propagator's remap maps of it, when it has them);
+        ``forward`` is `start_forward`'s pending field. With ``submit`` the model's rebuild runs on a worker
+        thread and is joined at the next frame (off the critical path)."""
         grid = self.grid
         self.wait(st)
-        grid.advance(st, backward_on(st.frame_size))
+        grid.advance(st, None if maps is not None else backward_on(st.frame_size), maps)
         idx, ci = grid.index(frame, st)
         conf = None
         if forward is not None:

@@ -141,6 +141,9 @@ class Propagator:
             raise ValueError(f"mask_resolution must be one of {MASK_RESOLUTIONS}, got {mask_resolution!r}")
         self.propagation, self.mask_resolution = propagation, mask_resolution
         self._remap = RemapPropagator()
+        # The fixed-point remap maps of the latest CPU step (scratch, like the coordinate grid): the appearance
+        # stage moves its coordinates with the very same warp instead of building it again.
+        self.last_maps: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def soft(self) -> bool:
@@ -152,8 +155,9 @@ class Propagator:
         (N×2×h×w (dy, dx) on the model's grid); either may be None. ``want_labels=False`` (soft, on the CPU
         path) skips the argmax when a later stage changes the scores anyway: the labels come back unchanged."""
         soft = self.soft
+        self.last_maps = None
         if self.mask_resolution == "full" and labels.device.type == "cpu" and num_classes <= 256:
-            maps = self._remap.maps(hw[0], hw[1], flow, base)
+            maps = self.last_maps = self._remap.maps(hw[0], hw[1], flow, base)
             if soft:
                 scores = self._remap.soft(cast(np.ndarray, scores), maps)
                 return (torch.from_numpy(labels_from_scores(scores)) if want_labels else labels), scores

@@ -269,7 +269,7 @@ class Segmenter:
             clock.lap("propagate")
             if app is not None:
                 st.scores = app(cast(GridState, st.appearance), frame, cast(np.ndarray, st.scores),
-                                _cached_grid(fld), pending_fb, self.fields.submit)
+                                _cached_grid(fld), pending_fb, self.fields.submit, self.propagator.last_maps)
                 st.labels = torch.from_numpy(labels_from_scores(st.scores)).to(self.device)
                 clock.lap("appearance")
             out = ids.to_ids(st.labels)
