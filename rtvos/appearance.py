@@ -53,7 +53,7 @@ class GridConfig:
     fb_preset: str | None = "ultrafast-fine"  # DIS preset of the forward field for the FB check (None: no check)
     fb_scale: int = 2  # the FB check (its forward DIS) runs at 1/fb_scale of the frame
     eps: float = 1e-3  # flow prior floor: appearance can still revive a class the flow gave zero
-    update_every: int = 1  # rebuild the recent counts every n-th frame (a cost knob)
+    update_every: int = 3  # learn and rebuild every n-th frame (decay^n): dev 0.526 for 1, 2 and 3, at a third of the cost
     # Re-detection: an object whose mass falls under lost_ratio × its reference mass is searched for by colour
     # over the whole frame and re-seeded on the candidate region whose area is closest to the reference.
     lost_ratio: float = 0.2
@@ -88,10 +88,10 @@ class GridState:
     grid: tuple[int, int]  # cells (gy, gx)
     num_classes: int  # K + 1, background first
     coords: np.ndarray  # H×W×2 float32: anchor-frame (x, y) of each frame pixel
-    anchor: np.ndarray  # (cells·colours, K+1) float32 blurred anchor counts
+    anchor: np.ndarray  # (K+1, cells·colours) float32 blurred anchor counts, background first
     recent: np.ndarray | None = None  # same shape, decayed confident counts (unblurred)
-    table: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # log fusion factors
-    global_table: np.ndarray | None = None  # (colours, K) cell-free LLR per object, for re-detection (lazy)
+    table: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # (K, N) fusion factors
+    global_table: np.ndarray | None = None  # (K, colours) cell-free LLR per object, for re-detection (lazy)
     reference_mass: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # (K,) frame px
     updates: int = 0
     redetected: int = 0  # objects re-seeded so far
@@ -171,41 +171,55 @@ class AppearanceGrid:
         return (cy * gx + cx) * self.config.colours + ci, ci
 
     # -- model -----------------------------------------------------------------------------------------------
+    # Counts are class-major, (K+1, cells·colours) float32 (background first): each class is one contiguous
+    # block, so the per-class sums, ratios and the per-object gathers run over contiguous memory.
     def _counts(self, idx: np.ndarray, weights: list[np.ndarray], st: GridState) -> np.ndarray:
-        """Per-class h×w weights (background first) → (cells·colours, K+1) float32 counts."""
+        """Per-class h×w weights (background first) → (K+1, cells·colours) float32 counts."""
         n = st.grid[0] * st.grid[1] * self.config.colours
         flat = idx.ravel()
-        return np.stack([np.bincount(flat, weights=w.ravel(), minlength=n) for w in weights], 1).astype(np.float32)
+        return np.stack([np.bincount(flat, weights=w.ravel(), minlength=n) for w in weights]).astype(np.float32)
+
+    def _hits(self, idx: np.ndarray, masks: list[np.ndarray], st: GridState) -> np.ndarray:
+        """Per-class h×w bool masks → (K+1, cells·colours) float32 counts of the masked pixels."""
+        n = st.grid[0] * st.grid[1] * self.config.colours
+        flat = idx.ravel()
+        return np.stack([np.bincount(flat[m.ravel()], minlength=n) for m in masks]).astype(np.float32)
 
     def _blur(self, g: np.ndarray, st: GridState) -> np.ndarray:
-        shape = (*st.grid, *(1 << b for b in self.config.bits), st.num_classes)
-        return _blur121(g.reshape(shape), (0, 1, 2, 3, 4)).reshape(g.shape)
+        shape = (st.num_classes, *st.grid, *(1 << b for b in self.config.bits))
+        return _blur121(g.reshape(shape), (1, 2, 3, 4, 5)).reshape(g.shape)
 
     def _likelihood(self, counts: np.ndarray, groups: int) -> np.ndarray:
-        """Counts (groups·colours, C) → p(colour | class, group), Dirichlet-smoothed, float32."""
+        """Counts (C, groups·colours) → p(colour | class, group), Dirichlet-smoothed, float32."""
         c = self.config
-        g = counts.reshape(groups, c.colours, -1)
-        n = np.einsum("gck->gk", g)[:, None, :] + np.float32(c.prior * c.colours)
+        g = counts.reshape(len(counts), groups, c.colours)
+        n = g.sum(2, keepdims=True) + np.float32(c.prior * c.colours)
         return ((g + np.float32(c.prior)) / n).reshape(counts.shape)
 
-    def _factors(self, lik: np.ndarray) -> np.ndarray:
-        """p(c|k) for k = 0..K → the fusion factors of the objects against the background,
-        (p(c|k) / p(c|0))^β with the ratio clipped to e^±llr_clip: (N, K) float32."""
+    def rebuild(self, st: GridState) -> None:
+        """Recompute the fusion table from the anchor and recent counts."""
+        counts = st.anchor if st.recent is None else st.anchor + self.config.recent_weight * self._blur(st.recent, st)
+        st.table = self._table(counts, st.grid[0] * st.grid[1])
+        st.global_table = None
+
+    def _table(self, counts: np.ndarray, groups: int) -> np.ndarray:
+        """The fusion factors of each object against the background per (cell, colour): (p(c|k) / p(c|0))^β with
+        p Dirichlet-smoothed per cell and the ratio clipped to e^±llr_clip; (K, N) float32."""
         c = self.config
+        g = counts.reshape(len(counts), groups, c.colours)
+        prior, total = np.float32(c.prior), np.float32(c.prior * c.colours)
+        n = g.sum(2, keepdims=True) + total  # per class and cell
+        ratio = g[1:] + prior  # p_k / p_0 = (g_k + a) / (g_0 + a) · n_0 / n_k
+        ratio /= g[:1] + prior
+        ratio *= n[:1] / n[1:]
         bound = np.float32(math.exp(c.llr_clip))
-        ratio = lik[:, 1:] / lik[:, :1]
         np.clip(ratio, 1.0 / bound, bound, out=ratio)
+        ratio = ratio.reshape(len(counts) - 1, -1)
         if c.beta == 0.5:
             return np.sqrt(ratio, out=ratio)
         if c.beta != 1.0:
             np.power(ratio, np.float32(c.beta), out=ratio)
         return ratio
-
-    def rebuild(self, st: GridState) -> None:
-        """Recompute the fusion table from the anchor and recent counts."""
-        counts = st.anchor if st.recent is None else st.anchor + self.config.recent_weight * self._blur(st.recent, st)
-        st.table = self._factors(self._likelihood(counts, st.grid[0] * st.grid[1]))
-        st.global_table = None
 
     def init(self, frame: np.ndarray, labels: np.ndarray, num_classes: int) -> GridState:
         """A new model from an anchor frame and its H×W class indices (0 = background)."""
@@ -216,7 +230,7 @@ class AppearanceGrid:
         coords[..., 0] = np.arange(hw[1], dtype=np.float32)[None, :]
         coords[..., 1] = np.arange(hw[0], dtype=np.float32)[:, None]
         st = GridState(frame_size=hw, work_size=(h, w), grid=(-(-hw[0] // c.cell), -(-hw[1] // c.cell)),
-                       num_classes=num_classes, coords=coords, anchor=np.zeros((0, num_classes), np.float32))
+                       num_classes=num_classes, coords=coords, anchor=np.zeros((num_classes, 0), np.float32))
         idx, _ = self.index(frame, st)
         onehot = [self.small((labels == k).astype(np.float32), st) for k in range(num_classes)]
         st.anchor = self._blur(self._counts(idx, onehot, st), st)
@@ -241,19 +255,18 @@ class AppearanceGrid:
 
     def factors(self, st: GridState, idx: np.ndarray) -> np.ndarray:
         """Each object's fusion factor against the background at frame resolution: K×H×W float32."""
-        f = st.table[idx]  # h×w×K
         H, W = st.frame_size
         out = np.empty((st.num_classes - 1, H, W), np.float32)
         for k in range(len(out)):
-            cv2.resize(np.ascontiguousarray(f[..., k]), (W, H), dst=out[k], interpolation=cv2.INTER_LINEAR)
+            cv2.resize(st.table[k][idx], (W, H), dst=out[k], interpolation=cv2.INTER_LINEAR)
         return out
 
     def confident(self, st: GridState, scores: np.ndarray) -> list[np.ndarray]:
-        """Per class (background first), h×w float32 1 where the fused score exceeds the confidence bound."""
+        """Per class (background first), h×w bool: where the fused score exceeds the confidence bound."""
         small = [self.small(s, st) for s in scores]
         bg = 1.0 - (np.sum(small, 0) if small else np.zeros(st.work_size, np.float32))
         thr = self.config.confident
-        return [(x > thr).astype(np.float32) for x in (bg, *small)]
+        return [x > thr for x in (bg, *small)]
 
     def learn(self, st: GridState, idx: np.ndarray, confident: list[np.ndarray]) -> bool:
         """Add one frame's confident pixels to the recent counts; True when the table must be rebuilt."""
@@ -261,7 +274,7 @@ class AppearanceGrid:
         st.updates += 1
         if c.recent_weight == 0 or st.updates % c.update_every:
             return False
-        g = self._counts(idx, confident, st)
+        g = self._hits(idx, confident, st)
         decay = np.float32(c.decay ** c.update_every)
         if st.recent is None:
             st.recent = (1.0 - decay) * g
@@ -277,13 +290,13 @@ class AppearanceGrid:
 
     # -- re-detection ----------------------------------------------------------------------------------------
     def global_llr(self, st: GridState, ci: np.ndarray) -> np.ndarray:
-        """Cell-free colour log-likelihood ratio of each object against all other classes: h×w×K."""
+        """Cell-free colour log-likelihood ratio of each object against all other classes: K×h×w."""
         if st.global_table is None:
             counts = st.anchor if st.recent is None else st.anchor + self.config.recent_weight * st.recent
-            per_colour = counts.reshape(-1, self.config.colours, st.num_classes).sum(0)  # colours × (K+1)
-            rest = per_colour.sum(1, keepdims=True) - per_colour[:, 1:]
-            st.global_table = np.log(self._likelihood(per_colour[:, 1:], 1) / self._likelihood(rest, 1))
-        return st.global_table[ci]
+            per_colour = counts.reshape(st.num_classes, -1, self.config.colours).sum(1)  # (K+1) × colours
+            rest = per_colour.sum(0, keepdims=True) - per_colour[1:]
+            st.global_table = np.log(self._likelihood(per_colour[1:], 1) / self._likelihood(rest, 1))
+        return st.global_table[:, ci]
 
     def redetect(self, st: GridState, scores: np.ndarray, ci: np.ndarray) -> list[int]:
         """Re-seed lost objects in place (scores: K×H×W fused object scores); returns their indices (0-based).
@@ -309,7 +322,7 @@ class AppearanceGrid:
         held = self.small(np.ascontiguousarray(scores.sum(0)), st) > 0.5
         found = []
         for k in np.flatnonzero(lost):
-            cand = ((llr[..., k] > c.redetect_llr) & ~held).astype(np.uint8)
+            cand = ((llr[k] > c.redetect_llr) & ~held).astype(np.uint8)
             n, lab, stats, _ = cv2.connectedComponentsWithStats(cand, connectivity=8)
             if n <= 1:
                 continue

@@ -47,8 +47,18 @@ def labels_from_scores(scores: np.ndarray) -> np.ndarray:
     """K×H×W object scores → H×W uint8 indices (0 = background, k = object k), argmax over (1 − sum, scores)."""
     if len(scores) == 1:
         return (scores[0] > 0.5).view(np.uint8)
-    full = np.concatenate((1.0 - scores.sum(0, keepdims=True), scores), 0)
-    return full.argmax(0).astype(np.uint8)
+    if len(scores) == 0:
+        return np.zeros(scores.shape[1:], np.uint8)
+    # A running argmax (the first maximum wins, as np.argmax): no (K+1)×H×W concatenation.
+    best = scores[0].copy()
+    total = scores[0].copy()
+    out = np.ones(scores.shape[1:], np.uint8)
+    for k in range(1, len(scores)):
+        out[scores[k] > best] = k + 1
+        np.maximum(best, scores[k], out=best)
+        total += scores[k]
+    out[1.0 - total >= best] = 0
+    return out
 
 
 class RemapPropagator:

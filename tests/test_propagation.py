@@ -384,3 +384,15 @@ def test_tiny_frames_work(hw, kind):
     seg.step(frame, mask)
     for _ in range(2):
         assert seg.step(frame).mask.shape == hw
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 3, 5])
+def test_labels_from_scores_is_the_argmax_with_background_first(k):
+    """The running argmax equals np.argmax over (1 − sum, scores), ties included (the first maximum wins)."""
+    rng = np.random.default_rng(k)
+    s = rng.uniform(0, 1.0 / max(k, 1), (k, 30, 40)).astype(np.float32)
+    if k:
+        s[:, :5] = np.float32(0.25)  # exact ties between objects (and with the background when k = 3)
+    full = np.concatenate((1.0 - s.sum(0, keepdims=True), s), 0)
+    want = full.argmax(0).astype(np.uint8) if k != 1 else (s[0] > 0.5).astype(np.uint8)
+    np.testing.assert_array_equal(labels_from_scores(s), want)
