@@ -351,20 +351,28 @@ def fuse_scores(flow_scores: np.ndarray, factors: np.ndarray, confidence: np.nda
     """Bayes fusion: K×H×W propagated object scores (the prior) × K×H×W appearance factors (each object's
     likelihood over the background's, `AppearanceGrid.factors`) → K×H×W fused scores.
 
-    Where the forward–backward confidence (H×W in [0, 1]) is low, the prior is first pulled towards uniform, so
-    appearance decides there. With K = 1 this is σ(logit s + β·LLR), the two-class log-odds sum."""
+    The prior is floored (eps, renormalised) and, where the forward–backward confidence (H×W in [0, 1]) is low,
+    pulled towards uniform, so appearance decides there: p = a·s + b per pixel with a = keep / (1 + (K+1)·eps)
+    and b = keep·eps / (1 + (K+1)·eps) + (1 − keep) / (K+1). With K = 1 this is σ(logit p + β·LLR)."""
     K = len(flow_scores)
-    eps = np.float32(config.eps)
     norm = np.float32(1.0 / (1.0 + (K + 1) * config.eps))
-    p = (flow_scores + eps) * norm
-    p0 = (np.clip(1.0 - flow_scores.sum(0), 0.0, 1.0) + eps) * norm
+    u = np.float32(1.0 / (K + 1))
+    bg = np.clip(1.0 - flow_scores.sum(0), 0.0, 1.0)
     if confidence is not None and config.fb_shrink > 0:
-        u = np.float32(1.0 / (K + 1))
         keep = 1.0 - np.float32(config.fb_shrink) * (1.0 - confidence)
-        p = u + keep[None] * (p - u)
-        p0 = u + keep * (p0 - u)
-    num = p * factors
-    return (num / (p0 + num.sum(0))[None]).astype(np.float32, copy=False)
+        a = keep * norm
+        b = keep * np.float32(config.eps) * norm
+        b += (1.0 - keep) * u
+    else:
+        a, b = norm, np.float32(config.eps) * norm  # type: ignore[assignment]
+    num = flow_scores * a
+    num += b
+    num *= factors
+    den = bg * a
+    den += b
+    den += num.sum(0)
+    num /= den
+    return num.astype(np.float32, copy=False)
 
 
 def fb_consistency(backward: np.ndarray, forward: np.ndarray, px: float = 1.0) -> np.ndarray:
@@ -443,6 +451,10 @@ class AppearanceStage:
             conf = fb_confidence(backward_on(fwd.shape[:2]), fwd, st.frame_size)
         fused = fuse_scores(scores, grid.factors(st, idx), conf, self.config)
         grid.redetect(st, fused, ci)
+        c = self.config
+        if c.recent_weight == 0 or (st.updates + 1) % c.update_every:  # not a learning frame: count it only
+            st.updates += 1
+            return fused
         confident = grid.confident(st, fused)
         if submit is None:
             if grid.learn(st, idx, confident):
