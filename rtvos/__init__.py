@@ -10,10 +10,11 @@ if "torch" not in _sys.modules and _sys.argv[:1] and (_sys.argv[0] == "-m" or _o
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .models import create_model, list_models, load_model
+from .multi import MultiTracker
 from .results import Result
 from .segmenter import Segmenter, SegmenterState, StepResult
 from .track import Tracking, track
 
 __version__ = "0.1.0"
-__all__ = ["create_model", "list_models", "load_model", "Result", "Segmenter", "SegmenterState", "StepResult", "Tracking",
+__all__ = ["create_model", "list_models", "load_model", "MultiTracker", "Result", "Segmenter", "SegmenterState", "StepResult", "Tracking",
            "track", "__version__"]
