@@ -91,7 +91,7 @@ class _Stream:
 
     def __init__(self, sid: str, source: FrameSource, segmenter: Segmenter, sinks: Sequence[Sink], first: FirstMask,
                  palette: np.ndarray, *, max_frames: int | None, drop_stale: bool, resume_after: int | None,
-                 stats_capacity: int, on_frame: Callable[[], None]) -> None:
+                 stats_capacity: int, on_frame: Callable[[], None], pace: bool = False) -> None:
         self.id = sid
         self.source = source
         self.segmenter = segmenter
@@ -102,6 +102,7 @@ class _Stream:
         self.is_live = bool(source.is_live)
         self.drop_stale = drop_stale
         self.resume_after = resume_after
+        self.pace = pace and not self.is_live
         self.next_n = 0 if resume_after is None else resume_after + 1
         self.emitted = 0
         self.stats = RunStats(stats_capacity)
@@ -133,6 +134,8 @@ class _Stream:
             clock = Timer()
             skip = 0 if self.is_live or self.resume_after is None else self.resume_after
             read = 0
+            t0: float | None = None
+            fps = float(self.source.fps or 25.0)
             resumed = 0 if self.resume_after is None else self.resume_after + 1
             limit = None if self.drop_stale or self.max_frames is None else self.max_frames + resumed
             while not self.stop_reader.is_set() and (limit is None or read < limit):
@@ -146,6 +149,11 @@ class _Stream:
                     skip -= 1
                     continue
                 decode_ms = clock.lap("decode")
+                if self.pace:  # a file replayed as a camera: frame i is "captured" i / fps after the start
+                    t0 = t0 if t0 is not None else time.perf_counter() - (read - 1) / fps
+                    wait = t0 + (read - 1) / fps - time.perf_counter()
+                    if wait > 0 and self.stop_reader.wait(wait):
+                        break
                 st = self._source_stats()
                 self.reconnects, self.source_dropped = st["reconnects"], st["dropped"]
                 captured = time.time() if frame.captured_s is None else float(frame.captured_s)
@@ -332,10 +340,11 @@ class MultiTracker:
             boxes: Sequence[Sequence[int]] | None = None, points: Sequence[Sequence[int]] | None = None,
             sinks: Sequence[Sink] = (), palette: np.ndarray | None = None, max_frames: int | None = None,
             policy: str | None = None, transport: str | None = None, fps: float | None = None, bgr: bool = False,
-            resume_after: int | None = None) -> None:
+            resume_after: int | None = None, pace: bool = False) -> None:
         """Add a stream (starts at once, also while iterating). Prompt and source are `rtvos.track`'s; a bad one
         raises `InputError` here. ``resume_after=k`` (with ``mask`` = frame k's mask): the stream continues at
-        frame k+1, re-anchored on frame k (files skip frames 0..k−1; live sources anchor their next frame)."""
+        frame k+1, re-anchored on frame k (files skip frames 0..k−1; live sources anchor their next frame).
+        ``pace`` replays a file at its frame rate, as a camera would send it (demos, tests, load tests)."""
         sid = str(stream_id)
         if not sid or len(sid) > 64 or not all(c.isalnum() or c in "-_." for c in sid):
             raise InputError(f"stream id must be 1-64 characters of letters, digits, '-', '_' or '.', got {sid!r}")
@@ -355,7 +364,8 @@ class MultiTracker:
             seg = self._factory()
             drop = bool(src.is_live) and policy != "block"
             rec = _Stream(sid, src, seg, sinks, first, pal, max_frames=max_frames, drop_stale=drop,
-                          resume_after=resume_after, stats_capacity=self.stats_capacity, on_frame=self._wake.set)
+                          resume_after=resume_after, stats_capacity=self.stats_capacity, on_frame=self._wake.set,
+                          pace=pace)
         except BaseException:
             src.close()
             raise
