@@ -83,6 +83,8 @@ class LocalEngine:
         self.ended: list[StreamStatus] = []
 
     def add(self, spec: StreamSpec) -> dict[str, Any]:
+        if any(s.id == spec.id and s.state in ("starting", "running") for s in self.multi.status()):
+            raise InputError(f"stream {spec.id!r} already exists")  # before its output folder is looked at
         sinks = build_sinks(spec)
         self.multi.add(spec.id, source_of(spec), mask=spec.mask, boxes=spec.all_boxes_xyxy or None,
                        points=spec.points or None, sinks=sinks, max_frames=spec.max_frames, policy=spec.policy,
