@@ -411,6 +411,14 @@ class MultiTracker:
         with rec.lock:
             rec.reanchor = first
 
+    def source(self, stream_id: str) -> FrameSource:
+        """The stream's source (its name, fps, size, is_live); unknown ids raise KeyError."""
+        with self._lock:
+            rec = self._streams.get(stream_id) or self._ended.get(stream_id)
+        if rec is None:
+            raise KeyError(f"no stream {stream_id!r}")
+        return rec.source
+
     def ids(self) -> list[str]:
         with self._lock:
             return list(self._streams) + [k for k in self._ended if k not in self._streams]
