@@ -100,3 +100,33 @@ def test_sigkill_of_a_worker_resumes_its_streams_from_the_checkpoint(cluster, tm
         ka, kb = read_mask(tmp_path / "a" / f"{k:05d}.png")[0], read_mask(tmp_path / "b" / f"{k:05d}.png")[0]
         assert _iou(ka, kb) >= 0.9, k
     assert not ray.is_initialized()  # the engine disconnected; the module's cluster is still up for others
+
+
+def test_cli_serve_on_the_cluster_until_done(cluster, tmp_path):
+    import subprocess
+    import sys
+
+    clip = write_synthetic_clip(make_synthetic_clip(num_frames=12, height=96, width=128, num_objects=2, seed=6),
+                                tmp_path / "clip")
+    (tmp_path / "streams.yaml").write_text(f"""size: 64
+backend: eager
+device: cpu
+streams:
+  - id: a
+    source: {clip.video}
+    mask: {clip.first_mask}
+    out: out/a
+  - id: b
+    source: {clip.frames_dir}
+    box: 10,10,40,40
+    out: out/b
+""")
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    p = subprocess.run([sys.executable, "-m", "rtvos", "serve", "streams.yaml", "--until-done", "--port", "0",
+                        "--engine", "ray", "--workers", "2", "--address", cluster.address], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "engine ray" in p.stderr and "all file streams ended" in p.stderr
+    for sid in ("a", "b"):
+        assert f"{sid}: done, 12 frames" in p.stdout
+        assert sorted(x.name for x in (tmp_path / "out" / sid).glob("*.png")) == [f"{k:05d}.png" for k in range(12)]
