@@ -101,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
                 engine.add(spec)
             except InputError as err:
                 raise InputError(f"stream {spec.id}: {err}") from None
+        if args.until_done and not any(not r["live"] for r in engine.status()):
+            raise InputError("--until-done: every stream is live (a camera never ends); leave it out for a service")
         metrics = Metrics(engine.status)
         app = create_app(engine, metrics, base=Path(args.streams).parent.absolute(), loopback=is_loopback(args.host))
         server, thread, url = _serve_in_thread(app, args.host, args.port)

@@ -228,9 +228,48 @@ def batch(b: int, reps: int) -> dict[str, Any]:
         for _ in range(reps):
             model.embed(xb)
         many = (time.perf_counter() - t) / reps
-    return {"mode": "batch", "input": list(hw), "batch": b, "threads": torch.get_num_threads(),
-            f"{b}x_batch1_ms": round(one * 1e3, 1), f"batch{b}_ms": round(many * 1e3, 1),
-            "speedup": round(one / many, 3)}
+    row = {"mode": "batch", "input": list(hw), "batch": b, "threads": torch.get_num_threads(),
+           f"eager_{b}x_batch1_ms": round(one * 1e3, 1), f"eager_batch{b}_ms": round(many * 1e3, 1),
+           "eager_speedup": round(one / many, 3)}
+    row.update(_onnx_batch(model, hw, b, reps))
+    return row
+
+
+def _onnx_batch(model: Any, hw: tuple[int, int], b: int, reps: int) -> dict[str, Any]:
+    """The same with ONNX Runtime (the CPU default): the embedding exported at batch 1 and at batch b."""
+    import contextlib
+    import io
+
+    import onnxruntime as ort
+    import torch
+
+    from rtvos.backends.compiled import EmbedModule
+    from rtvos.backends.onnx import OPSET
+
+    sessions = {}
+    for n in (1, b):
+        x = torch.rand(n, 3, *hw)
+        with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
+            prog = torch.onnx.export(torch.export.export(EmbedModule(model), (x,), strict=False), (x,), dynamo=True,
+                                     opset_version=OPSET, input_names=["x"], output_names=["emb"], optimize=True)
+        assert prog is not None
+        sessions[n] = ort.InferenceSession(prog.model_proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    x1 = np.random.rand(1, 3, *hw).astype(np.float32)
+    xb = np.random.rand(b, 3, *hw).astype(np.float32)
+    for _ in range(2):
+        sessions[1].run(None, {"x": x1})
+        sessions[b].run(None, {"x": xb})
+    t = time.perf_counter()
+    for _ in range(reps):
+        for _ in range(b):
+            sessions[1].run(None, {"x": x1})
+    one = (time.perf_counter() - t) / reps
+    t = time.perf_counter()
+    for _ in range(reps):
+        sessions[b].run(None, {"x": xb})
+    many = (time.perf_counter() - t) / reps
+    return {f"onnx_{b}x_batch1_ms": round(one * 1e3, 1), f"onnx_batch{b}_ms": round(many * 1e3, 1),
+            "onnx_speedup": round(one / many, 3)}
 
 
 def main() -> None:

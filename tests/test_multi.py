@@ -216,3 +216,29 @@ def test_resume_after_continues_a_file_stream_from_a_checkpoint(net, clips):
     got = [(r.frame, r.mask) for _, r in multi]
     assert [f for f, _ in got] == list(range(6, 12))  # frame 5 is not emitted again, none skipped
     assert all(_iou(m, full[f]) >= 0.9 for f, m in got)
+
+
+def test_add_remove_cycles_leave_nothing_behind(net, clips):
+    a = clips[0]
+    multi = MultiTracker(net, keep_alive=True, **OPTS)
+    seen = []
+
+    def consume() -> None:
+        for sid, _ in multi:
+            seen.append(sid)
+
+    t = threading.Thread(target=consume)
+    t.start()
+    try:
+        base = threading.active_count()
+        for i in range(20):
+            multi.add(f"s{i}", _slow_frames(a, 0.01), mask=a.masks[0])
+            deadline = time.time() + 30
+            while f"s{i}" not in seen and time.time() < deadline:
+                time.sleep(0.01)
+            multi.remove(f"s{i}")
+        assert threading.active_count() <= base and not _stream_threads()
+        assert multi.ids() == [] and multi._ended == {} and len(multi._backends) == 1
+    finally:
+        multi.stop()
+        t.join(30)

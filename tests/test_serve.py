@@ -190,3 +190,15 @@ def test_api_validation_is_4xx_one_line(api, clips):
     _one_line_error(api.post("/streams", content="x" * 70000, headers={"content-type": "application/json"}), 413)
     _one_line_error(api.get("/streams", headers={"host": "evil.example:8321"}), 403)
     assert api.get("/docs").status_code == 200 and "/streams" in api.get("/openapi.json").text
+
+
+def test_the_operator_docs_streams_file_is_valid():
+    import re
+
+    from rtvos.serve.config import parse_config
+
+    text = (Path(__file__).parents[1] / "docs" / "serve.md").read_text()
+    block = re.search(r"```yaml\n(.*?)```", text, re.S).group(1)
+    cfg = parse_config(block, "docs/serve.md")
+    assert [s.id for s in cfg.streams] == ["cam1", "door", "archive"]
+    assert cfg.streams[2].all_boxes_xyxy == [(10, 10, 60, 90), (200, 40, 260, 100)]

@@ -273,7 +273,9 @@ class RayEngine:
         def q(p: float) -> float | None:
             return round(lat[min(len(lat) - 1, int(p / 100 * len(lat)))] * 1e3, 2) if lat else None
 
-        return {"id": r.spec.id, "source": str(r.info.get("name", r.spec.source)), "state": r.state,
+        from ..io.live import redact_url
+
+        return {"id": r.spec.id, "source": redact_url(str(r.info.get("name", r.spec.source))), "state": r.state,
                 "live": bool(r.info.get("live", False)), "frames": r.frames,
                 "last_frame": None if r.checkpoint is None else r.checkpoint.frame,
                 "fps": None if fps is None else round(fps, 2), "latency_p50_ms": q(50), "latency_p95_ms": q(95),
