@@ -242,3 +242,12 @@ def test_add_remove_cycles_leave_nothing_behind(net, clips):
     finally:
         multi.stop()
         t.join(30)
+
+
+def test_resume_after_on_a_live_source_anchors_its_next_frame(net, clips):
+    a = clips[0]
+    multi = MultiTracker(net, **OPTS)
+    multi.add("cam", _FastLive(a, 5), mask=a.masks[3], resume_after=41)
+    got = [r for _, r in multi]
+    assert got[0].frame == 42 and got[0].anchored and np.array_equal(got[0].mask, a.masks[3])
+    assert [r.frame for r in got] == list(range(42, 42 + len(got)))
