@@ -130,3 +130,41 @@ streams:
     for sid in ("a", "b"):
         assert f"{sid}: done, 12 frames" in p.stdout
         assert sorted(x.name for x in (tmp_path / "out" / sid).glob("*.png")) == [f"{k:05d}.png" for k in range(12)]
+
+
+def test_cli_serve_on_ray_flushes_on_sigterm(cluster, tmp_path):
+    import subprocess
+    import sys
+
+    clip = write_synthetic_clip(make_synthetic_clip(num_frames=200, height=96, width=128, num_objects=2, seed=7),
+                                tmp_path / "clip", as_frames=False)
+    (tmp_path / "streams.yaml").write_text(f"""size: 64
+backend: eager
+device: cpu
+streams:
+  - id: a
+    source: {clip.video}
+    mask: {clip.first_mask}
+    out: out/a
+    jsonl: out/a.jsonl
+    pace: true
+""")
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    p = subprocess.Popen([sys.executable, "-m", "rtvos", "serve", "streams.yaml", "--port", "0", "--engine", "ray",
+                          "--workers", "1", "--address", cluster.address], cwd=tmp_path, env=env, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 180
+        while len(list((tmp_path / "out/a").glob("*.png"))) < 5 and time.time() < deadline and p.poll() is None:
+            time.sleep(0.1)
+        assert p.poll() is None
+        p.send_signal(signal.SIGTERM)  # ray.init's own SIGTERM handler (sys.exit) must not win over the CLI's
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    assert p.returncode == 0, err[-2000:]
+    assert "rtvos serve: SIGTERM" in err and "a: stopped" in out
+    n = len(list((tmp_path / "out/a").glob("*.png")))
+    assert 5 <= n < 200 and len((tmp_path / "out/a.jsonl").read_text().splitlines()) == n

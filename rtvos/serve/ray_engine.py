@@ -182,6 +182,12 @@ class RayEngine:
         if address is None or _is_loopback_address(address):
             _keep_loopback(ray)
         if not ray.is_initialized():
+            import signal
+
+            # ray.init replaces the driver's SIGTERM handler with sys.exit; the CLI's (SIGTERM = Ctrl-C: flush
+            # every stream, print the summary, exit 0) is put back.
+            main = threading.current_thread() is threading.main_thread()
+            previous = signal.getsignal(signal.SIGTERM) if main else None
             if address is None:
                 self._temp = tempfile.mkdtemp(prefix="rtvos-ray-", dir="/tmp")  # short: Ray's socket paths
                 ray.init(address="local", num_cpus=max(1, int(np.ceil(workers * worker_cpus))), include_dashboard=False,
@@ -189,6 +195,8 @@ class RayEngine:
                          configure_logging=False)
             else:
                 ray.init(address=address, runtime_env=env, log_to_driver=False, configure_logging=False)
+            if main and previous is not None:
+                signal.signal(signal.SIGTERM, previous)
             self._owns_ray = True
         actor = ray.remote(StreamWorker).options(num_cpus=worker_cpus, max_restarts=-1, max_task_retries=0,
                                                  max_concurrency=4)
