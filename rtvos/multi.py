@@ -373,6 +373,14 @@ class MultiTracker:
             if sid in self._streams:
                 src.close()
                 raise InputError(f"stream {sid!r} already exists")
+            if not self._iterating and src.size[0] > 0:
+                # Nobody runs the model yet: build the backend now (under the lock, so iteration waits for it),
+                # before the reader starts, so an export is not counted in the first frames' latency.
+                try:
+                    self._share_backend(seg, tuple(src.size))  # type: ignore[arg-type]
+                except BaseException:
+                    src.close()
+                    raise
             self._ended.pop(sid, None)
             self._streams[sid] = rec
         rec.writer.start()
