@@ -118,6 +118,8 @@ def create_app(engine: Engine, metrics: Metrics, *, base: Path | None = None, lo
             except InputError as err:
                 status = 409 if "already exists" in str(err) else 400
                 return _error(status, f"stream {spec.id}: {err}")
+            except RuntimeError as err:  # a Ray worker restarting: the client may retry
+                return _error(503, f"stream {spec.id}: {err}")
         return added[0] if len(added) == 1 else added
 
     @app.get("/streams/{stream_id}")

@@ -31,7 +31,7 @@ from ..io.sinks import SegmentedFrame, Sink, StreamInfo
 from .config import ReanchorRequest, StreamSpec
 from .engine import OnFrame, build_sinks, source_of
 
-__all__ = ["Checkpoint", "RayEngine", "StreamWorker"]
+__all__ = ["Checkpoint", "RayEngine", "StreamWorker", "WorkerRestarting"]
 
 log = logging.getLogger("rtvos")
 
@@ -57,6 +57,10 @@ class Checkpoint:
         for i, r in self.rle.items():
             out[rle_decode(r).astype(bool)] = int(i)
         return out
+
+
+class WorkerRestarting(RuntimeError):
+    """The stream's actor is down and Ray is restarting it (the API answers 503: retry)."""
 
 
 def _is_loopback_address(address: str) -> bool:
@@ -236,6 +240,8 @@ class RayEngine:
                                                 image)
         try:
             return dict(ray.get(ref, timeout=120))
+        except ray.exceptions.RayActorError as err:
+            raise WorkerRestarting(f"worker {rec.actor} is restarting ({type(err).__name__}); try again") from None
         except ray.exceptions.RayTaskError as err:  # the worker refused it: a bad source or prompt
             cause = err.cause if isinstance(getattr(err, "cause", None), BaseException) else err
             raise InputError(str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__) from None
@@ -351,8 +357,8 @@ class RayEngine:
                 try:
                     rec.info = self._start(rec, rec.checkpoint)
                     break
-                except self._ray.exceptions.RayActorError:
-                    time.sleep(0.2)  # still restarting
+                except WorkerRestarting:
+                    time.sleep(0.2)  # Ray has not brought it back yet
                 except Exception as e:  # the source is gone meanwhile: this stream fails alone
                     rec.state, rec.error = "failed", " ".join(str(e).split())
                     log.error("stream %s failed: %s", rec.spec.id, rec.error)
