@@ -6,6 +6,7 @@ worker kills; memory over add/remove cycles; and whether a batched embedding for
     nice python benchmarks/bench_multi.py ray --workers 1 2 --streams 4 --frames 60
     nice python benchmarks/bench_multi.py recovery --kills 5
     nice python benchmarks/bench_multi.py addremove --cycles 100
+    nice python benchmarks/bench_multi.py soak --frames 10000 --streams 4
     nice python benchmarks/bench_multi.py batch --batch 4
 
 Every mode runs the shipped sample (640x480, 109 frames) with the default model and backend ("auto": ONNX
@@ -165,6 +166,52 @@ def recovery(kills: int, frames: int) -> dict[str, Any]:
             "exactly_once": exact, "frames": {s["id"]: s["frames"] for s in st}}
 
 
+def node_loss(frames: int) -> dict[str, Any]:
+    """A local three-node cluster (one CPU each, all on 127.0.0.1), two actors, one paced stream each; the node
+    that hosts a stream's actor is removed mid-run (its raylet and workers killed); Ray restarts the actor on
+    the spare node and the stream re-anchors from its checkpoint."""
+    import shutil
+    import threading
+
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from rtvos.data.synthetic import make_synthetic_clip, write_synthetic_clip
+    from rtvos.serve.config import StreamSpec
+    from rtvos.serve.ray_engine import RayEngine, _keep_loopback
+
+    root = Path(tempfile.mkdtemp(prefix="bench-node-"))
+    tmp = tempfile.mkdtemp(prefix="rtvos-ray-", dir="/tmp")
+    os.environ["RAY_TMPDIR"] = tmp
+    _keep_loopback(ray)
+    paths = write_synthetic_clip(make_synthetic_clip(num_frames=frames, height=120, width=160, num_objects=2, seed=0),
+                                 root / "clip", as_frames=False)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "node_ip_address": "127.0.0.1",
+                                                            "include_dashboard": False})
+    nodes = [cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1") for _ in range(3)]
+    eng = RayEngine(workers=2, address=cluster.address, keep_frame_numbers=True)
+    try:
+        for i in range(2):
+            eng.add(StreamSpec(id=f"s{i}", source=str(paths.video), mask=str(paths.first_mask), out=str(root / f"s{i}"),
+                               overlay=False, pace=True))
+        node_of = ray.get([a.node.remote() for a in eng.actors])
+        loop = threading.Thread(target=eng.run, kwargs={"until_done": True})
+        loop.start()
+        while eng.streams["s0"].frames < 30:
+            time.sleep(0.05)
+        victim = next(n for n in nodes if n.node_id == node_of[eng.streams["s0"].actor])
+        cluster.remove_node(victim, allow_graceful=False)
+        loop.join(600)
+        st = {s["id"]: s for s in eng.status()}
+        exact = {sid: r.frame_numbers == list(range(frames)) for sid, r in eng.streams.items()}
+    finally:
+        eng.close()
+        cluster.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"mode": "node_loss", "recovery_s": st["s0"]["recovery_s"], "restarts": st["s0"]["restarts"],
+            "other_restarts": st["s1"]["restarts"], "exactly_once": exact}
+
+
 def add_remove(cycles: int) -> dict[str, Any]:
     """Add a stream, take 3 frames, remove it; 4 streams alive throughout; RSS sampled every 10 cycles."""
     import rtvos
@@ -202,6 +249,41 @@ def add_remove(cycles: int) -> dict[str, Any]:
     base = samples[1][1] if len(samples) > 1 else samples[0][1]
     return {"mode": "addremove", "cycles": cycle, "rss_mb": samples,
             "growth_after_20_cycles_mb": round(samples[-1][1] - base, 1)}
+
+
+def soak(total: int, streams: int) -> dict[str, Any]:
+    """``streams`` endless in-memory streams (160x120 synthetic, PNG masks over a ring of 50 names) until ``total``
+    frames in all; VmRSS every 1000 frames after a 500-frame warm-up."""
+    import rtvos
+    from rtvos.data.synthetic import make_synthetic_clip
+    from rtvos.io.sinks import MaskSink, SegmentedFrame
+
+    class RingPNG(MaskSink):
+        def write(self, item: SegmentedFrame) -> None:
+            item.n %= 50
+            super().write(item)
+
+    clip = make_synthetic_clip(num_frames=8, height=120, width=160, num_objects=2, seed=0)
+
+    def forever():
+        while True:
+            yield from clip.frames
+
+    root = Path(tempfile.mkdtemp(prefix="bench-soak-"))
+    multi = rtvos.MultiTracker("default")
+    for i in range(streams):
+        multi.add(f"s{i}", forever(), mask=clip.masks[0], sinks=[RingPNG(root / f"s{i}")])
+    samples: list[tuple[int, float]] = []
+    t = time.perf_counter()
+    for n, _ in enumerate(multi, 1):
+        if n == 500 or (n > 500 and n % 1000 == 0):
+            samples.append((n, round(_vmrss_mb(), 1)))
+        if n >= total:
+            break
+    wall = time.perf_counter() - t
+    multi.close()
+    return {"mode": "soak", "streams": streams, "frames": total, "fps": round(total / wall, 1), "rss_mb": samples,
+            "growth_mb": round(samples[-1][1] - samples[0][1], 1) if samples else None}
 
 
 def batch(b: int, reps: int) -> dict[str, Any]:
@@ -286,14 +368,19 @@ def main() -> None:
     k = sub.add_parser("recovery")
     k.add_argument("--kills", type=int, default=5)
     k.add_argument("--frames", type=int, default=1200)
+    nl = sub.add_parser("node")
+    nl.add_argument("--frames", type=int, default=600)
     a = sub.add_parser("addremove")
     a.add_argument("--cycles", type=int, default=100)
+    so = sub.add_parser("soak")
+    so.add_argument("--frames", type=int, default=10000)
+    so.add_argument("--streams", type=int, default=4)
     bt = sub.add_parser("batch")
     bt.add_argument("--batch", type=int, default=4)
     bt.add_argument("--reps", type=int, default=3)
     s = sub.add_parser("_single")
     s.add_argument("--frames", type=int, default=60)
-    for q in (t, r, k, a, bt):
+    for q in (t, r, k, nl, a, so, bt):
         q.add_argument("--json", help="append the rows to this JSON-lines file")
     args = p.parse_args()
     if args.cmd == "_single":
@@ -315,7 +402,11 @@ def main() -> None:
         rows.append(add_remove(args.cycles))
     elif args.cmd == "batch":
         rows.append(batch(args.batch, args.reps))
-    if args.cmd in ("recovery", "addremove", "batch"):
+    elif args.cmd == "node":
+        rows.append(node_loss(args.frames))
+    elif args.cmd == "soak":
+        rows.append(soak(args.frames, args.streams))
+    if args.cmd in ("recovery", "node", "addremove", "batch", "soak"):
         print(json.dumps(rows[-1]), flush=True)
     if args.json:
         with open(args.json, "a") as f:

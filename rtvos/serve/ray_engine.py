@@ -95,6 +95,12 @@ class StreamWorker:
     def pid(self) -> int:
         return os.getpid()
 
+    def node(self) -> str:
+        """The Ray node this worker runs on (hex id)."""
+        import ray
+
+        return str(ray.get_runtime_context().get_node_id())
+
     def add(self, spec_json: dict[str, Any], mask: np.ndarray | None, resume: int | None, image: bool) -> dict[str, Any]:
         """Start a stream; returns what the driver's sinks need (name, fps, size, live)."""
         spec = StreamSpec.model_validate(spec_json)
