@@ -32,6 +32,15 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 
+_TEMP: list[Path] = []
+
+
+def _tmp(prefix: str) -> Path:
+    """A scratch folder removed when the benchmark ends."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    _TEMP.append(path)
+    return path
+
 
 def _sample() -> tuple[Path, Path]:
     from rtvos.data.sample import sample_clip_paths
@@ -57,7 +66,7 @@ def one_process(n: int, frames: int, out: Path | None = None) -> dict[str, Any]:
 
     video, mask = _sample()
     multi = rtvos.MultiTracker("default")
-    root = Path(tempfile.mkdtemp(prefix="bench-multi-")) if out is None else out
+    root = _tmp("bench-multi-") if out is None else out
     for i in range(n):
         multi.add(f"s{i}", video, mask=mask, max_frames=frames, sinks=[MaskSink(root / f"s{i}")])
     t_first = t_last = None
@@ -69,6 +78,10 @@ def one_process(n: int, frames: int, out: Path | None = None) -> dict[str, Any]:
         count += 1
     wall = (t_last or 0) - (t_first or 0)
     st = multi.status()
+    if out is None:  # run in a child interpreter (one_process_in_child): nobody else cleans up
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)
     return {"mode": "one", "streams": n, "frames": count, "wall_s": round(wall, 2),
             "fps": round((count - 1) / wall, 2) if wall > 0 else None,
             "p95_latency_ms": [s.latency_p95_ms for s in st], "rss_mb": round(_rss_mb(), 1)}
@@ -80,7 +93,7 @@ def single_worker(frames: int) -> None:
     from rtvos.io.sinks import MaskSink
 
     video, mask = _sample()
-    root = Path(tempfile.mkdtemp(prefix="bench-sep-"))
+    root = _tmp("bench-sep-")
     tr = rtvos.track(video, mask=mask, max_frames=frames, sinks=[MaskSink(root)])
     for _ in tr:
         pass
@@ -105,7 +118,7 @@ def on_ray(workers: int, n: int, frames: int) -> dict[str, Any]:
     from rtvos.serve.ray_engine import RayEngine
 
     video, mask = _sample()
-    root = Path(tempfile.mkdtemp(prefix="bench-ray-"))
+    root = _tmp("bench-ray-")
     eng = RayEngine(workers=workers, worker_cpus=1.0)
     try:
         for i in range(n):
@@ -133,7 +146,7 @@ def recovery(kills: int, frames: int) -> dict[str, Any]:
     from rtvos.serve.config import StreamSpec
     from rtvos.serve.ray_engine import RayEngine
 
-    root = Path(tempfile.mkdtemp(prefix="bench-rec-"))
+    root = _tmp("bench-rec-")
     paths = write_synthetic_clip(make_synthetic_clip(num_frames=frames, height=120, width=160, num_objects=2, seed=0),
                                  root / "clip", as_frames=False)
     video, mask = paths.video, paths.first_mask
@@ -180,7 +193,7 @@ def node_loss(frames: int) -> dict[str, Any]:
     from rtvos.serve.config import StreamSpec
     from rtvos.serve.ray_engine import RayEngine, _keep_loopback
 
-    root = Path(tempfile.mkdtemp(prefix="bench-node-"))
+    root = _tmp("bench-node-")
     tmp = tempfile.mkdtemp(prefix="rtvos-ray-", dir="/tmp")
     os.environ["RAY_TMPDIR"] = tmp
     _keep_loopback(ray)
@@ -269,7 +282,7 @@ def soak(total: int, streams: int) -> dict[str, Any]:
         while True:
             yield from clip.frames
 
-    root = Path(tempfile.mkdtemp(prefix="bench-soak-"))
+    root = _tmp("bench-soak-")
     multi = rtvos.MultiTracker("default")
     for i in range(streams):
         multi.add(f"s{i}", forever(), mask=clip.masks[0], sinks=[RingPNG(root / f"s{i}")])
@@ -383,6 +396,16 @@ def main() -> None:
     for q in (t, r, k, nl, a, so, bt):
         q.add_argument("--json", help="append the rows to this JSON-lines file")
     args = p.parse_args()
+    try:
+        _run(args)
+    finally:
+        import shutil
+
+        for path in _TEMP:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace) -> None:
     if args.cmd == "_single":
         single_worker(args.frames)
         return
