@@ -133,7 +133,7 @@ def on_ray(workers: int, n: int, frames: int) -> dict[str, Any]:
     total = sum(s["frames"] for s in st)
     return {"mode": f"ray x{workers}", "streams": n, "frames": total, "wall_s": round(wall, 2),
             "fps": round(total / wall, 2), "p95_latency_ms": [s["latency_p95_ms"] for s in st],
-            "note": "wall includes the actors' model loading"}
+            "note": "actors loaded before the clock starts; their first-frame backend build is inside"}
 
 
 def recovery(kills: int, frames: int) -> dict[str, Any]:
@@ -176,7 +176,8 @@ def recovery(kills: int, frames: int) -> dict[str, Any]:
         eng.close()
     return {"mode": "recovery", "kills": len(times), "recovery_s": [round(x, 2) for x in times],
             "median_s": round(float(np.median(times)), 2) if times else None, "max_s": round(max(times), 2) if times else None,
-            "exactly_once": exact, "frames": {s["id"]: s["frames"] for s in st}}
+            "exactly_once": exact, "frames": {s["id"]: s["frames"] for s in st},
+            "states": {s["id"]: [s["state"], s["error"]] for s in st}}
 
 
 def node_loss(frames: int) -> dict[str, Any]:

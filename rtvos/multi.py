@@ -33,7 +33,7 @@ from typing import Any, cast
 import numpy as np
 
 from .io.base import Frame, FrameSource, InputError
-from .io.masks import check_mask_size
+from .io.masks import DAVIS_PALETTE, check_mask_size
 from .io.sinks import SegmentedFrame, Sink, StopPipeline, StreamInfo
 from .pipeline import FirstMask, RunStats
 from .results import Result
@@ -355,7 +355,11 @@ class MultiTracker:
         with self._lock:
             if sid in self._streams:
                 raise InputError(f"stream {sid!r} already exists")
-        first, own_palette = _first_mask(mask, boxes, points)
+        first: FirstMask
+        if resume_after is not None and isinstance(mask, np.ndarray) and not mask.any():
+            first, own_palette = mask.astype(np.uint8), DAVIS_PALETTE.copy()  # every object lost by then: still a state
+        else:
+            first, own_palette = _first_mask(mask, boxes, points)
         pal = own_palette if palette is None else np.asarray(palette, dtype=np.uint8)
         src = _open(source, bgr=bgr, fps=fps, policy=policy, transport=transport)
         try:

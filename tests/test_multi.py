@@ -251,3 +251,12 @@ def test_resume_after_on_a_live_source_anchors_its_next_frame(net, clips):
     got = [r for _, r in multi]
     assert got[0].frame == 42 and got[0].anchored and np.array_equal(got[0].mask, a.masks[3])
     assert [r.frame for r in got] == list(range(42, 42 + len(got)))
+
+
+def test_resume_from_a_checkpoint_whose_objects_were_all_lost(net, clips):
+    a = clips[0]
+    multi = MultiTracker(net, **OPTS)
+    multi.add("r", np.stack(a.frames), mask=np.zeros(a.size, np.uint8), resume_after=5)
+    got = [(r.frame, r.mask) for _, r in multi]
+    assert [f for f, _ in got] == list(range(6, 12)) and not any(m.any() for _, m in got)
+    assert multi.status("r")[0].state == "done"

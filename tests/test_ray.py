@@ -76,7 +76,7 @@ def test_sigkill_of_a_worker_resumes_its_streams_from_the_checkpoint(cluster, tm
         while engine.streams["a"].frames < 10 and time.time() < deadline:
             time.sleep(0.02)
         killed_after = engine.streams["a"].frames
-        assert killed_after >= 10
+        assert killed_after >= 10 and engine.status("a")[0]["state"] == "running"
         os.kill(pids[engine.streams["a"].actor], signal.SIGKILL)
         loop.join(300)
         assert not loop.is_alive()

@@ -424,6 +424,8 @@ class RayEngine:
             self._close_sinks(rec)
             return
         rec.checkpoint = Checkpoint.of(item["n"], mask, tuple(item["ids"]))  # after the write: exactly once
+        if rec.state == "starting":
+            rec.state = "running"
         rec.frames += 1
         rec.dropped_now = int(item["dropped"])
         now = time.perf_counter()
