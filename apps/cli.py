@@ -10,9 +10,9 @@ from typing import Any
 
 from rtvos.common import one_line
 
-from . import ablate, bench, build_engine, eval, info, segment, stream, train, viz, webcam
+from . import ablate, bench, build_engine, eval, info, segment, serve, stream, train, viz, webcam
 
-COMMANDS = (info, segment, webcam, stream, eval, bench, viz, ablate, build_engine, train)
+COMMANDS = (info, segment, webcam, stream, serve, eval, bench, viz, ablate, build_engine, train)
 
 
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"

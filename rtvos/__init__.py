@@ -19,8 +19,10 @@ _LAZY = {
     "Result": ".results",
     "Segmenter": ".segmenter", "SegmenterState": ".segmenter", "StepResult": ".segmenter",
     "Tracking": ".track", "track": ".track",
+    "MultiTracker": ".multi",
 }
-__all__ = ["create_model", "list_models", "load_model", "load_network", "Result", "Segmenter", "SegmenterState", "StepResult", "Tracking",
+__all__ = ["create_model", "list_models", "load_model", "load_network", "MultiTracker", "Result", "Segmenter",
+           "SegmenterState", "StepResult", "Tracking",
            "track", "__version__"]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports on first use
@@ -28,6 +30,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
     from .models import list_models as list_models
     from .models import load_model as load_model
     from .models import load_network as load_network
+    from .multi import MultiTracker as MultiTracker
     from .results import Result as Result
     from .segmenter import Segmenter as Segmenter
     from .segmenter import SegmenterState as SegmenterState

@@ -1,0 +1,591 @@
+"""Many streams in one process: `MultiTracker` runs N sources through ONE loaded model, round-robin.
+
+    multi = rtvos.MultiTracker(model="default")
+    multi.add("cam1", "rtsp://127.0.0.1:8554/cam1", mask="cam1_first.png", sinks=[MaskSink("out/cam1")])
+    multi.add("cam2", "clip.mp4", boxes=[(120, 40, 320, 340)])
+    for stream_id, result in multi:        # (str, rtvos.Result), one frame of one stream at a time
+        ...
+    multi.remove("cam1")                   # any time, from any thread: its source closes, its sinks flush
+
+Each stream has its own reader thread (decode; for live sources only the newest frame is kept, the rest count as
+dropped), its own writer thread (its sinks, as `rtvos.track` runs them) and its own `Segmenter` whose
+`SegmenterState` (t−1 embedding, scores, ids) is the stream's whole model state. The network weights are loaded
+once and every stream's Segmenter uses that one model object; network backends (ONNX sessions, compiled units)
+are shared between streams of the same input shape through the Segmenter's public ``backend`` setter. The model
+runs on the iterating thread, one frame per ready stream per pass (round-robin: a fast stream cannot starve a
+slow one). A stream whose source or sinks fail ends alone, with one error line; the others go on.
+
+``resume_after`` re-anchors a stream from a checkpoint (what the Ray engine's recovery uses): a file stream
+skips to the frame after the last one emitted and continues from that frame's mask, numbering frames as before.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import numpy as np
+
+from .io.base import Frame, FrameSource, InputError
+from .io.masks import DAVIS_PALETTE, check_mask_size
+from .io.sinks import SegmentedFrame, Sink, StopPipeline, StreamInfo
+from .pipeline import FirstMask, RunStats
+from .results import Result
+from .segmenter import Segmenter
+from .stats import Timer
+from .track import MaskLike, SourceLike, _first_mask, _open, _segmenter
+
+__all__ = ["MultiTracker", "StreamStatus", "STREAM_STATES"]
+
+log = logging.getLogger("rtvos")
+
+#: A stream's life: starting (added, no frame yet), running, then done (its source ended, max_frames, a sink's
+#: stop), stopped (the tracker stopped first), failed (its source, prompt or sinks raised; ``error`` says why, in
+#: one line) or removed.
+STREAM_STATES = ("starting", "running", "done", "stopped", "failed", "removed")
+
+
+@dataclass(frozen=True)
+class StreamStatus:
+    """One stream's figures, as the service's status page and /metrics show them."""
+
+    id: str
+    source: str
+    state: str
+    live: bool
+    frames: int  # frames every sink handled
+    last_frame: int | None  # number of the last frame emitted (file streams: the source's frame index)
+    fps: float | None  # recent output rate
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    step_p50_ms: float | None
+    dropped: int  # frames lost before the model: by the source (live) + replaced by a newer one
+    reconnects: int
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class _Decoded:
+    frame: Frame
+    captured_s: float
+    decode_ms: float
+    dropped: int
+
+
+@dataclass
+class _End:
+    error: BaseException | None = None
+
+
+class _Stream:
+    """Everything one stream owns: source, prompt, sinks, Segmenter (its state), queues, threads and counters."""
+
+    def __init__(self, sid: str, source: FrameSource, segmenter: Segmenter, sinks: Sequence[Sink], first: FirstMask,
+                 palette: np.ndarray, *, max_frames: int | None, drop_stale: bool, resume_after: int | None,
+                 stats_capacity: int, on_frame: Callable[[], None], pace: bool = False) -> None:
+        self.id = sid
+        self.source = source
+        self.segmenter = segmenter
+        self.sinks = list(sinks)
+        self.first: FirstMask | None = first
+        self.palette = palette
+        self.max_frames = max_frames
+        self.is_live = bool(source.is_live)
+        self.drop_stale = drop_stale
+        self.resume_after = resume_after
+        self.pace = pace and not self.is_live
+        self.next_n = 0 if resume_after is None else resume_after + 1
+        self.emitted = 0
+        self.stats = RunStats(stats_capacity)
+        self.inq: queue.Queue[_Decoded | _End] = queue.Queue(maxsize=1 if drop_stale else 4)
+        self.outq: queue.Queue[SegmentedFrame | None] = queue.Queue(maxsize=8)
+        self.state = "starting"
+        self.error: str | None = None
+        self.pipeline_dropped = 0
+        self.reconnects = 0
+        self.source_dropped = 0
+        self.stop_reader = threading.Event()
+        self.remove_requested = False
+        self.finished = threading.Event()
+        self.writer_error: BaseException | None = None
+        self.writer_stop: str | None = None  # a sink raised StopPipeline
+        self.reanchor: FirstMask | None = None
+        self.lock = threading.Lock()
+        self._on_frame = on_frame
+        self._opened: list[Sink] = []
+        self.reader = threading.Thread(target=self._read_loop, name=f"rtvos-{sid}-reader", daemon=True)
+        self.writer = threading.Thread(target=self._write_loop, name=f"rtvos-{sid}-writer", daemon=True)
+
+    # -- reader thread ---------------------------------------------------------------------------------------
+    def _read_loop(self) -> None:
+        end = _End()
+        it: Iterator[Frame] | None = None
+        try:
+            it = iter(self.source)
+            clock = Timer()
+            skip = 0 if self.is_live or self.resume_after is None else self.resume_after
+            read = 0
+            t0: float | None = None
+            fps = float(self.source.fps or 25.0)
+            resumed = 0 if self.resume_after is None else self.resume_after + 1
+            limit = None if self.drop_stale or self.max_frames is None else self.max_frames + resumed
+            while not self.stop_reader.is_set() and (limit is None or read < limit):
+                clock.start()
+                try:
+                    frame = next(it)
+                except StopIteration:
+                    break
+                read += 1
+                if skip:  # resuming a file: frames before the checkpoint's were already emitted
+                    skip -= 1
+                    continue
+                decode_ms = clock.lap("decode")
+                if self.pace:  # a file replayed as a camera: frame i is "captured" i / fps after the start
+                    t0 = t0 if t0 is not None else time.perf_counter() - (read - 1) / fps
+                    wait = t0 + (read - 1) / fps - time.perf_counter()
+                    if wait > 0 and self.stop_reader.wait(wait):
+                        break
+                st = self._source_stats()
+                self.reconnects, self.source_dropped = st["reconnects"], st["dropped"]
+                captured = time.time() if frame.captured_s is None else float(frame.captured_s)
+                self._offer(_Decoded(frame, captured, decode_ms, st["dropped"]))
+        except BaseException as err:  # reported as this stream's error; the other streams go on
+            end = _End(error=err)
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception as err:
+                    log.debug("closing %s: %s", self.id, err)
+            self._offer(end)
+
+    def _source_stats(self) -> dict[str, int]:
+        try:
+            s = self.source.stats()
+        except Exception:
+            return {"dropped": self.source_dropped, "reconnects": self.reconnects}
+        return {"dropped": int(s.get("dropped", 0)), "reconnects": int(s.get("reconnects", 0))}
+
+    def _offer(self, item: _Decoded | _End) -> None:
+        while True:
+            if self.stop_reader.is_set() and isinstance(item, _Decoded):
+                return
+            try:
+                if self.drop_stale:
+                    self.inq.put_nowait(item)
+                else:
+                    self.inq.put(item, timeout=0.05)
+                break
+            except queue.Full:
+                if self.drop_stale:
+                    try:  # latest-frame policy: the frame the model has not taken yet is replaced
+                        old = self.inq.get_nowait()
+                        if isinstance(old, _Decoded):
+                            self.pipeline_dropped += 1
+                    except queue.Empty:
+                        pass
+        self._on_frame()
+
+    # -- writer thread ---------------------------------------------------------------------------------------
+    def _write_loop(self) -> None:
+        try:
+            info = StreamInfo(name=str(self.source.name), fps=float(self.source.fps or 25.0),
+                              size=tuple(self.source.size), is_live=self.is_live, palette=self.palette)  # type: ignore[arg-type]
+            for sink in self.sinks:
+                sink.open(info)
+                self._opened.append(sink)
+            active = [s for s in self._opened if not s.runs_last]
+            last = [s for s in self._opened if s.runs_last]
+            while (item := self.outq.get()) is not None:
+                if self.writer_error is not None:
+                    continue  # drain: the stream is ending
+                item.live = self.stats.live()
+                for sink in list(active):
+                    try:
+                        sink.write(item)
+                    except StopPipeline as stop:
+                        active.remove(sink)
+                        self.writer_stop = str(stop) or f"{sink.name} asked to stop"
+                item.output_s = time.time()
+                for sink in last:
+                    sink.write(item)
+                self.stats.record(item)
+        except BaseException as err:
+            self.writer_error = err
+            while self.outq.get() is not None:  # keep the model thread's puts from blocking
+                pass
+        finally:
+            for sink in self._opened:
+                try:
+                    sink.close()
+                except BaseException as err:
+                    if self.writer_error is None:
+                        self.writer_error = err
+
+    def put_output(self, item: SegmentedFrame) -> None:
+        while True:
+            try:
+                self.outq.put(item, timeout=0.05)
+                return
+            except queue.Full:
+                if not self.writer.is_alive():
+                    return
+
+    def finish(self, error: BaseException | None, state: str) -> None:
+        """Stop the reader, flush and close the sinks, set the final state (idempotent; model thread only)."""
+        if self.finished.is_set():
+            return
+        self.stop_reader.set()
+        if self.is_live:
+            _close_quietly(self.source)  # a live source's iterator only wakes when closed
+        while self.reader.is_alive():
+            try:
+                self.inq.get(timeout=0.05)  # unblock a reader waiting on a full queue
+            except queue.Empty:
+                pass
+        _close_quietly(self.source)
+        if self.writer.is_alive():
+            self.outq.put(None)
+            self.writer.join()
+        error = error or self.writer_error
+        if error is not None:
+            self.state, self.error = "failed", _one_line(error)
+            log.error("stream %s failed: %s", self.id, self.error)
+        else:
+            self.state = state
+        self.segmenter.reset()  # drop the per-stream arrays now; the record itself may be kept for status
+        self.segmenter.close()
+        self.sinks, self._opened, self.first, self.reanchor = [], [], None, None
+        self.finished.set()
+
+    def status(self) -> StreamStatus:
+        live = self.stats.live(max_age_s=0.0)
+        with self.stats._lock:
+            p50, p95 = self.stats.latency_ms.percentile(50), self.stats.latency_ms.percentile(95)
+            s50 = self.stats.step_ms.percentile(50)
+            frames = self.stats.frames
+        from .io.live import redact_url
+
+        return StreamStatus(
+            id=self.id, source=redact_url(str(self.source.name)), state=self.state, live=self.is_live, frames=frames,
+            last_frame=None if self.emitted == 0 else self.next_n - 1, fps=live["fps"],
+            latency_p50_ms=None if p50 is None else round(p50, 2),
+            latency_p95_ms=None if p95 is None else round(p95, 2),
+            step_p50_ms=None if s50 is None else round(s50, 2),
+            dropped=self.source_dropped + self.pipeline_dropped, reconnects=self.reconnects, error=self.error)
+
+
+def _close_quietly(source: FrameSource) -> None:
+    try:
+        source.close()
+    except Exception as err:
+        log.warning("rtvos: closing %s: %s", source.name, err)
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text if text else type(e).__name__
+
+
+class MultiTracker:
+    """N streams through one model on the iterating thread; iterate for ``(stream_id, Result)``.
+
+    ``model``: "default", a registered name, a checkpoint path or a loaded model (loaded once, here, and used by
+    every stream), or ``segmenter_factory``, a function returning a new `Segmenter` per stream (they should
+    share one model object). The other model options are `rtvos.track`'s. ``keep_alive`` keeps iteration going
+    when no stream is left (a service waits for streams to be added); otherwise it ends with the last stream.
+    `add`, `remove`, `reanchor`, `status` and `stop` are thread-safe.
+    """
+
+    def __init__(self, model: Any = "default", *, size: int | None = None, device: str = "auto",
+                 backend: str = "auto", precision: str = "fp32", propagation: str = "soft",
+                 mask_resolution: str = "full", appearance: str | None = None,
+                 segmenter_factory: Callable[[], Segmenter] | None = None,
+                 keep_alive: bool = False, stats_capacity: int = 512, poll_s: float = 0.05,
+                 on_end: Callable[[StreamStatus], None] | None = None) -> None:
+        if segmenter_factory is None:
+            from .models import load_model
+
+            net = load_model(model) if isinstance(model, (str, os.PathLike)) else model
+
+            def segmenter_factory() -> Segmenter:  # a new Segmenter (stream state) around the one model object
+                return cast(Segmenter, _segmenter(net, size=size, device=device, backend=backend, precision=precision,
+                                                  propagation=propagation, mask_resolution=mask_resolution,
+                                                  appearance=appearance))
+
+        self._factory = segmenter_factory
+        self.keep_alive = keep_alive
+        self.stats_capacity = stats_capacity
+        self.poll_s = poll_s
+        self.on_end = on_end
+        self._backends: dict[tuple[int, int], Any] = {}  # network input (h, w) → the one backend for that shape
+        self._streams: dict[str, _Stream] = {}  # running and starting, in round-robin order
+        self._ended: dict[str, _Stream] = {}  # finished streams, kept for status until removed or re-added
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._iterating = False
+        self._model_thread: int | None = None
+
+    # -- control (any thread) --------------------------------------------------------------------------------
+    def add(self, stream_id: str, source: SourceLike, *, mask: MaskLike | None = None,
+            boxes: Sequence[Sequence[int]] | None = None, points: Sequence[Sequence[int]] | None = None,
+            sinks: Sequence[Sink] = (), palette: np.ndarray | None = None, max_frames: int | None = None,
+            policy: str | None = None, transport: str | None = None, fps: float | None = None, bgr: bool = False,
+            resume_after: int | None = None, pace: bool = False) -> None:
+        """Add a stream (starts at once, also while iterating). Prompt and source are `rtvos.track`'s; a bad one
+        raises `InputError` here. ``resume_after=k`` (with ``mask`` = frame k's mask): the stream continues at
+        frame k+1, re-anchored on frame k (files skip frames 0..k−1; live sources anchor their next frame).
+        ``pace`` replays a file at its frame rate, as a camera would send it (demos, tests, load tests)."""
+        sid = str(stream_id)
+        if not sid or len(sid) > 64 or not all(c.isalnum() or c in "-_." for c in sid):
+            raise InputError(f"stream id must be 1-64 characters of letters, digits, '-', '_' or '.', got {sid!r}")
+        if max_frames is not None and max_frames < 1:
+            raise InputError(f"max_frames must be >= 1, got {max_frames}")
+        if resume_after is not None and (resume_after < 0 or mask is None):
+            raise InputError("resume_after needs a frame number >= 0 and that frame's mask=")
+        with self._lock:
+            if sid in self._streams:
+                raise InputError(f"stream {sid!r} already exists")
+        first: FirstMask
+        if resume_after is not None and isinstance(mask, np.ndarray) and not mask.any():
+            first, own_palette = mask.astype(np.uint8), DAVIS_PALETTE.copy()  # every object lost by then: still a state
+        else:
+            first, own_palette = _first_mask(mask, boxes, points)
+        pal = own_palette if palette is None else np.asarray(palette, dtype=np.uint8)
+        src = _open(source, bgr=bgr, fps=fps, policy=policy, transport=transport)
+        try:
+            if isinstance(first, np.ndarray) and src.size[0] > 0:
+                check_mask_size(first, src.size, "mask", str(src.name))
+            seg = self._factory()
+            drop = bool(src.is_live) and policy != "block"
+            rec = _Stream(sid, src, seg, sinks, first, pal, max_frames=max_frames, drop_stale=drop,
+                          resume_after=resume_after, stats_capacity=self.stats_capacity, on_frame=self._wake.set,
+                          pace=pace)
+        except BaseException:
+            src.close()
+            raise
+        with self._lock:
+            if sid in self._streams:
+                src.close()
+                raise InputError(f"stream {sid!r} already exists")
+            if not self._iterating and src.size[0] > 0:
+                # Nobody runs the model yet: build the backend now (under the lock, so iteration waits for it),
+                # before the reader starts, so an export is not counted in the first frames' latency.
+                try:
+                    self._share_backend(seg, tuple(src.size))  # type: ignore[arg-type]
+                except BaseException:
+                    src.close()
+                    raise
+            self._ended.pop(sid, None)
+            self._streams[sid] = rec
+        rec.writer.start()
+        rec.reader.start()
+        self._wake.set()
+
+    def remove(self, stream_id: str, timeout: float | None = 30.0) -> StreamStatus:
+        """End a stream and forget it: its source closes and its sinks are flushed before this returns (called
+        from the iterating thread itself, at its next pass). Unknown ids raise `KeyError`."""
+        with self._lock:
+            rec = self._streams.get(stream_id)
+            if rec is None:
+                ended = self._ended.pop(stream_id, None)
+                if ended is None:
+                    raise KeyError(f"no stream {stream_id!r}")
+                return ended.status()
+            rec.remove_requested = True
+            iterating, own_thread = self._iterating, threading.get_ident() == self._model_thread
+            if not iterating:
+                self._streams.pop(stream_id, None)
+        self._wake.set()
+        if not iterating:
+            rec.finish(None, "removed")
+        elif not own_thread:
+            rec.finished.wait(timeout)
+        return rec.status()
+
+    def reanchor(self, stream_id: str, *, mask: MaskLike | None = None, boxes: Sequence[Sequence[int]] | None = None,
+                 points: Sequence[Sequence[int]] | None = None) -> None:
+        """Replace the stream's propagated mask at its next frame (a mask array, or boxes/points drawn on it)."""
+        first, _ = _first_mask(mask, boxes, points)
+        with self._lock:
+            rec = self._streams.get(stream_id)
+        if rec is None:
+            raise KeyError(f"no running stream {stream_id!r}")
+        with rec.lock:
+            rec.reanchor = first
+
+    def source(self, stream_id: str) -> FrameSource:
+        """The stream's source (its name, fps, size, is_live); unknown ids raise KeyError."""
+        with self._lock:
+            rec = self._streams.get(stream_id) or self._ended.get(stream_id)
+        if rec is None:
+            raise KeyError(f"no stream {stream_id!r}")
+        return rec.source
+
+    def ids(self) -> list[str]:
+        with self._lock:
+            return list(self._streams) + [k for k in self._ended if k not in self._streams]
+
+    def status(self, stream_id: str | None = None) -> list[StreamStatus]:
+        """Every stream's status (running first, then ended ones), or one stream's; unknown ids raise KeyError."""
+        with self._lock:
+            recs = list(self._streams.values()) + [r for k, r in self._ended.items() if k not in self._streams]
+        if stream_id is not None:
+            recs = [r for r in recs if r.id == stream_id]
+            if not recs:
+                raise KeyError(f"no stream {stream_id!r}")
+        return [r.status() for r in recs]
+
+    def stop(self) -> None:
+        """End iteration at the next pass; every stream's source is closed and its sinks flushed."""
+        self._stop.set()
+        self._wake.set()
+
+    def close(self) -> None:
+        """End every stream now (when not iterating) or at the next pass (while iterating)."""
+        self.stop()
+        with self._lock:
+            if self._iterating:
+                return
+            recs = list(self._streams.values())
+            self._streams.clear()
+        for rec in recs:
+            rec.finish(None, "removed")
+
+    def __enter__(self) -> MultiTracker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the model thread ------------------------------------------------------------------------------------
+    def _share_backend(self, seg: Segmenter, frame_hw: tuple[int, int]) -> None:
+        """One backend per network input shape for all streams (the export/session is the big allocation)."""
+        hw = seg.input_size(frame_hw)
+        shared = self._backends.get(hw)
+        if shared is not None:
+            seg.backend = shared
+            return
+        built = seg.prepare(frame_hw)
+        if built is not None:
+            self._backends[hw] = built
+
+    def __iter__(self) -> Iterator[tuple[str, Result]]:
+        with self._lock:
+            if self._iterating:
+                raise RuntimeError("a MultiTracker is iterated by one thread at a time")
+            self._iterating = True
+            self._model_thread = threading.get_ident()
+        try:
+            yield from self._loop()
+        finally:
+            with self._lock:
+                recs = list(self._streams.values())
+                self._streams.clear()
+            for rec in recs:
+                rec.finish(None, "removed" if rec.remove_requested else "stopped")
+                self._ended_add(rec)
+            with self._lock:
+                self._iterating = False
+                self._model_thread = None
+
+    def _ended_add(self, rec: _Stream) -> None:
+        if rec.state != "removed":
+            with self._lock:
+                self._ended[rec.id] = rec
+                # Ended streams stay visible in status (done/failed), a bounded number of them.
+                while len(self._ended) > 64:
+                    self._ended.pop(next(iter(self._ended)))
+        if self.on_end is not None:
+            self.on_end(rec.status())
+
+    def _end(self, rec: _Stream, error: BaseException | None, state: str) -> None:
+        with self._lock:
+            self._streams.pop(rec.id, None)
+        rec.finish(error, state)
+        self._ended_add(rec)
+
+    def _loop(self) -> Iterator[tuple[str, Result]]:
+        while not self._stop.is_set():
+            self._wake.clear()
+            with self._lock:
+                recs = list(self._streams.values())
+            if not recs and not self.keep_alive:
+                return
+            progressed = False
+            for rec in recs:  # round-robin: at most one frame per stream per pass
+                if self._stop.is_set():
+                    return
+                if rec.remove_requested:
+                    self._end(rec, None, "removed")
+                    continue
+                if rec.writer_error is not None or rec.writer_stop is not None:
+                    self._end(rec, rec.writer_error, "done")
+                    continue
+                try:
+                    item = rec.inq.get_nowait()
+                except queue.Empty:
+                    continue
+                progressed = True
+                if isinstance(item, _End):
+                    self._end(rec, item.error, "done")
+                    continue
+                try:
+                    out = self._step(rec, item)
+                except Exception as err:  # a bad prompt, a frame of another size: this stream only
+                    self._end(rec, err, "failed")
+                    continue
+                if out is None:
+                    continue
+                rec.put_output(out)
+                yield rec.id, Result(out)
+                if rec.max_frames is not None and rec.emitted >= rec.max_frames:
+                    self._end(rec, None, "done")
+            if not progressed:
+                self._wake.wait(self.poll_s)
+
+    def _step(self, rec: _Stream, item: _Decoded) -> SegmentedFrame | None:
+        frame = item.frame
+        silent = False
+        mask: np.ndarray | None
+        if rec.first is not None:
+            mask = self._resolve(rec, frame, rec.first)
+            rec.first = None
+            # Backends are built and shared on this thread only (an export traces the model other streams run).
+            self._share_backend(rec.segmenter, frame.image.shape[:2])  # type: ignore[arg-type]
+            silent = rec.resume_after is not None and not rec.is_live  # frame k again: already emitted
+            rec.state = "running"
+        else:
+            with rec.lock:
+                pending, rec.reanchor = rec.reanchor, None
+            mask = None if pending is None else self._resolve(rec, frame, pending)
+        res = rec.segmenter.step(frame.image, mask)
+        if silent:
+            return None
+        n = rec.next_n
+        rec.next_n += 1
+        rec.emitted += 1
+        stages = {"wait" if rec.is_live else "decode": item.decode_ms, **res.timings_ms}
+        return SegmentedFrame(n=n, frame=frame, mask=res.mask, step=res, palette=rec.palette,
+                              captured_s=item.captured_s, dropped=item.dropped + rec.pipeline_dropped, stages_ms=stages)
+
+    @staticmethod
+    def _resolve(rec: _Stream, frame: Frame, given: FirstMask) -> np.ndarray:
+        mask = np.asarray(given(frame) if callable(given) else given)
+        check_mask_size(mask, frame.image.shape[:2], "first mask", str(rec.source.name))
+        if mask.dtype != np.uint8:
+            if mask.dtype.kind not in "biu" or (mask.size and (mask.min() < 0 or mask.max() > 255)):
+                raise InputError(f"first mask must hold object ids 0..255, got dtype {mask.dtype}")
+            mask = mask.astype(np.uint8)
+        return mask
