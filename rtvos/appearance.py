@@ -214,7 +214,7 @@ class AppearanceGrid:
         ratio *= n[:1] / n[1:]
         bound = np.float32(math.exp(c.llr_clip))
         np.clip(ratio, 1.0 / bound, bound, out=ratio)
-        ratio = ratio.reshape(len(counts) - 1, -1)
+        ratio = ratio.reshape(len(counts) - 1, groups * c.colours)
         if c.beta == 0.5:
             return np.sqrt(ratio, out=ratio)
         if c.beta != 1.0:

@@ -218,3 +218,13 @@ def test_fb_check_matches_per_pixel_reference():
     assert not got[6:9, 6:11].any() and got.mean() > 0.5
     soft = fb_confidence(b, f, (2 * h, 2 * w))
     assert soft.shape == (2 * h, 2 * w) and soft.dtype == np.float32 and 0.0 <= soft.min() and soft.max() <= 1.0
+
+
+def test_an_anchor_without_objects_runs():
+    """All objects lost at a checkpoint (an all-background mask) must not break the stage."""
+    clip = make_scene_clip([((20, 60), (60, 60), 12)], [RED], num_frames=4)
+    seg = Segmenter(load_model("default"))
+    seg.step(clip.frames[0], np.zeros_like(clip.masks[0]))
+    for f in clip.frames[1:]:
+        r = seg.step(f)
+        assert r.mask.max() == 0 and r.object_ids == (0,)

@@ -20,7 +20,7 @@ OPTS = dict(size=64, backend="eager", device="cpu")
 
 @pytest.fixture(scope="module")
 def net():
-    return rtvos.load_model("default")
+    return rtvos.load_network("default")  # a network: the tests check that streams share its backend
 
 
 @pytest.fixture(scope="module")

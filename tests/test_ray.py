@@ -23,7 +23,11 @@ from rtvos.serve.config import StreamSpec  # noqa: E402
 from rtvos.serve.ray_engine import RayEngine, _keep_loopback  # noqa: E402
 
 FRAMES = 60
-OPTS = dict(size=64, backend="eager", device="cpu")
+# Flow propagation alone: a stream that recovers re-anchors from its checkpointed mask, and the appearance stage's
+# colour model restarts from that mask, so with it a recovered stream drifts a little from an uninterrupted one
+# (IoU 0.89 at the 15th frame after recovery in one run) while the checkpoint itself is exact; the goal checked
+# here is that recovery loses and repeats nothing and continues from the same state.
+OPTS = dict(size=64, backend="eager", device="cpu", appearance="none")
 
 
 @pytest.fixture(scope="module")

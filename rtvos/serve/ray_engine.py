@@ -178,7 +178,7 @@ class RayEngine:
 
     def __init__(self, workers: int = 2, *, address: str | None = None, worker_cpus: float = 1.0,
                  model: str = "default", size: int | None = None, backend: str = "auto", device: str = "auto",
-                 keep_frame_numbers: bool = False) -> None:
+                 keep_frame_numbers: bool = False, appearance: str | None = None) -> None:
         try:
             import ray
         except ImportError as err:
@@ -210,7 +210,7 @@ class RayEngine:
             self._owns_ray = True
         actor = ray.remote(StreamWorker).options(num_cpus=worker_cpus, max_restarts=-1, max_task_retries=0,
                                                  max_concurrency=4)
-        opts = {"model": model, "size": size, "backend": backend, "device": device}
+        opts = {"model": model, "size": size, "backend": backend, "device": device, "appearance": appearance}
         self.actors: list[Any] = [actor.remote(opts) for _ in range(workers)]
         self.keep_frame_numbers = keep_frame_numbers
         self.streams: dict[str, _DriverStream] = {}
