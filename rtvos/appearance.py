@@ -20,6 +20,7 @@ searched for by colour over the whole frame and re-seeded (`AppearanceGrid.redet
 
 from __future__ import annotations
 
+import functools
 import math
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from .common import APPEARANCE_MODES, DEFAULT_APPEARANCE
 from .flow import FLOW_PRESETS, DISFlow, resize_field
 
 __all__ = ["APPEARANCE_MODES", "DEFAULT_APPEARANCE", "GridConfig", "GridState", "AppearanceGrid", "AppearanceStage",
-           "fuse_scores", "fb_consistency", "fb_confidence", "with_background", "APPEARANCE_MODES", "DEFAULT_APPEARANCE"]
+           "fuse_scores", "fb_consistency", "fb_confidence", "APPEARANCE_MODES", "DEFAULT_APPEARANCE"]
 
 
 
@@ -103,6 +104,15 @@ class GridState:
         return sum(a.nbytes for a in arrays if a is not None)
 
 
+@functools.lru_cache(maxsize=8)
+def _pixel_grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) pixel coordinates of an h×w grid, float32, read-only: built once per size, not per frame."""
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    gx.flags.writeable = False
+    gy.flags.writeable = False
+    return gx, gy
+
+
 def _blur121(g: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     """[1 2 1]/4 along each axis (mass at the edges leaks out, for every class alike)."""
     for ax in axes:
@@ -116,12 +126,6 @@ def _blur121(g: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
         out[tuple(lo)] += np.float32(0.25) * g[tuple(hi)]
         g = out
     return g
-
-
-def with_background(scores: np.ndarray) -> np.ndarray:
-    """K×H×W object scores → (K+1)×H×W with the background (1 − sum, clipped) first."""
-    bg = np.clip(1.0 - scores.sum(0, keepdims=True), 0.0, 1.0)
-    return np.concatenate((bg, scores), 0)
 
 
 class AppearanceGrid:
@@ -247,10 +251,9 @@ class AppearanceGrid:
             if backward is None:
                 raise ValueError("advance needs the backward field or its remap maps")
             H, W = st.frame_size
-            f = resize_field(backward, (H, W)) if backward.shape[:2] != (H, W) else backward.copy()
-            f[..., 0] += np.arange(W, dtype=np.float32)[None, :]
-            f[..., 1] += np.arange(H, dtype=np.float32)[:, None]
-            maps = (f[..., 0], f[..., 1])
+            f = resize_field(backward, (H, W)) if backward.shape[:2] != (H, W) else backward
+            gx, gy = _pixel_grid(H, W)
+            maps = (f[..., 0] + gx, f[..., 1] + gy)
         st.coords = cv2.remap(st.coords, maps[0], maps[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
     def factors(self, st: GridState, idx: np.ndarray) -> np.ndarray:
@@ -282,11 +285,6 @@ class AppearanceGrid:
             st.recent *= decay
             st.recent += (1.0 - decay) * g
         return True
-
-    def update(self, st: GridState, idx: np.ndarray, scores: np.ndarray) -> None:
-        """Teach the model this frame's confident pixels (scores: K×H×W fused object scores)."""
-        if self.learn(st, idx, self.confident(st, scores)):
-            self.rebuild(st)
 
     # -- re-detection ----------------------------------------------------------------------------------------
     def global_llr(self, st: GridState, ci: np.ndarray) -> np.ndarray:
@@ -380,7 +378,7 @@ def fb_consistency(backward: np.ndarray, forward: np.ndarray, px: float = 1.0) -
     f (t−1 → t), both h×w×2 (dx, dy) in px of their grid, whose pixel is ``px`` frame pixels: consistent where
     |b + f(x + b)|² ≤ 0.01 (|b|² + |f(x + b)|²) + 0.5 frame px². Returns h×w bool."""
     h, w = backward.shape[:2]
-    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    gx, gy = _pixel_grid(h, w)
     fw = cv2.remap(forward, backward[..., 0] + gx, backward[..., 1] + gy, cv2.INTER_LINEAR,
                    borderMode=cv2.BORDER_REPLICATE)
     s = backward + fw

@@ -17,19 +17,12 @@ import torch
 from torch import Tensor
 
 from .backends import AUTO, Backend, create_backend, list_backends
+from .common import check_precision
 from .flow import DISFlow, field_to_grid, resize_field
 from .models.rpmnet import SIZE_MULTIPLE, RPMNet
 from .stats import Timer
 
-__all__ = ["Field", "FieldSource", "PRECISIONS", "check_precision", "model_input_size", "to_model_input"]
-
-PRECISIONS = ("fp32", "fp16")
-
-
-def check_precision(precision: str) -> str:
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    return precision
+__all__ = ["Field", "FieldSource", "model_input_size", "to_model_input"]
 
 
 class _StreamFields(Protocol):  # what FieldSource reads and writes of a stream's state
