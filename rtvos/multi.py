@@ -34,7 +34,7 @@ import numpy as np
 
 from .io.base import Frame, FrameSource, InputError
 from .io.masks import DAVIS_PALETTE, check_mask_size
-from .io.sinks import SegmentedFrame, Sink, StopPipeline, StreamInfo
+from .io.sinks import SegmentedFrame, Sink, StopPipeline, StreamInfo, close_sinks
 from .pipeline import FirstMask, RunStats
 from .results import Result
 from .segmenter import Segmenter
@@ -225,12 +225,9 @@ class _Stream:
             while self.outq.get() is not None:  # keep the model thread's puts from blocking
                 pass
         finally:
-            for sink in self._opened:
-                try:
-                    sink.close()
-                except BaseException as err:
-                    if self.writer_error is None:
-                        self.writer_error = err
+            closing = close_sinks(self._opened)
+            if self.writer_error is None:
+                self.writer_error = closing
 
     def put_output(self, item: SegmentedFrame) -> None:
         while True:

@@ -30,7 +30,7 @@ import numpy as np
 from .common import stage_order
 from .io.base import Frame, FrameSource, InputError
 from .io.masks import DAVIS_PALETTE, check_mask_size
-from .io.sinks import SegmentedFrame, Sink, StopPipeline, StreamInfo
+from .io.sinks import SegmentedFrame, Sink, StopPipeline, StreamInfo, close_sinks
 from .segmenter import Segmenter
 from .stats import Reservoir, Timer
 
@@ -671,12 +671,9 @@ class Pipeline:
         self.stats.record(item)
 
     def _close_sinks(self) -> None:
-        for sink in self._opened:
-            try:
-                sink.close()
-            except BaseException as err:
-                if self._writer_error is None:
-                    self._writer_error = err
+        err = close_sinks(self._opened)
+        if self._writer_error is None:
+            self._writer_error = err
 
     def _write_loop(self, info: StreamInfo) -> None:
         try:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "JsonlSink",
+    "close_sinks",
     "MASK_VIDEO_MODES",
     "MaskVideoSink",
     "LiveViewSink",
@@ -442,6 +443,17 @@ RESULT_PATTERNS = ("*.png", "*.mp4", "*.jsonl", "*.jpg")
 
 #: What the MP4 sinks can write: H.264 in an ISO-BMFF (mp4/mov) or Matroska container.
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")
+
+
+def close_sinks(sinks: list[Sink]) -> BaseException | None:
+    """Close every sink even when one fails (each must flush what it holds); returns the first error."""
+    first: BaseException | None = None
+    for sink in sinks:
+        try:
+            sink.close()
+        except BaseException as err:
+            first = first or err
+    return first
 
 
 def mask_png_name(n: int) -> str:
