@@ -241,8 +241,10 @@ def run_stream(
                                policy=args.policy, progress="off" if args.quiet else "auto", palette=palette)
         if view is not None:
             from rtvos.io.prompt import prompts_to_mask
+            from rtvos.web import to_xywh  # the live view gives x1,y1,x2,y2
 
-            view.on_reanchor = lambda boxes: tracking.pipeline.reanchor(lambda f: prompts_to_mask(f.image, boxes))
+            view.on_reanchor = lambda boxes: tracking.pipeline.reanchor(
+                lambda f: prompts_to_mask(f.image, [to_xywh(b) for b in boxes]))
         try:
             try:
                 for _ in tracking:
@@ -405,7 +407,9 @@ def _first_mask_provider(
                 raise InputError("the live view closed before a box was drawn")
         print(f"rtvos {cmd}: {len(boxes)} object(s) {'; '.join(','.join(map(str, b)) for b in boxes)}, segmenting",
               file=sys.stderr, flush=True)
-        return prompts_to_mask(frame.image, boxes)
+        from rtvos.web import to_xywh  # the live view gives x1,y1,x2,y2
+
+        return prompts_to_mask(frame.image, [to_xywh(b) for b in boxes])
 
     if mask is not None:
         return from_file

@@ -1,54 +1,42 @@
 """Live view in the browser: the overlay as MJPEG, fps/latency, and box drags to pick and re-anchor objects.
 
-A stdlib ``ThreadingHTTPServer`` in a daemon thread, so there is no new
-dependency and the segmentation loop never waits for a browser:
-:meth:`LiveView.publish` only swaps in the newest frame and notifies;
-each ``/stream.mjpg`` client thread wakes on a ``Condition``, takes the
-newest frame (older ones are skipped, never queued) and sends it. A frame
-is JPEG-encoded at most once, lazily, by the first client that needs it,
-so with no browser attached publishing costs one copy.
+One stream's view is a `ViewChannel`; `LiveView` serves one channel on its own server (``webcam``, ``stream``,
+``segment --serve``) and `LiveHub` many, one per stream, inside the ``rtvos serve`` API. Both are FastAPI
+routes on the one server stack of `rtvos.server` (uvicorn on a thread; loopback by default, Host/Origin checks,
+JSON-only writes and the body limit are its `~rtvos.server.Guard` middleware).
 
-Routes: ``/`` (self-contained page, no CDN: ``rtvos/static/live.html``), ``/stream.mjpg``
-(multipart/x-mixed-replace), ``/select.jpg`` (the still frame given to
-:meth:`LiveView.request_box`), ``/stats.json``, ``POST /box`` (JSON
-``{"boxes": [{"x", "y", "w", "h"}, ...]}`` in image pixels, one box per
-object; a single ``{"x", "y", "w", "h"}`` object is still accepted),
-``POST /reanchor`` (same body, boxes on the streamed frame; handed to
-:attr:`LiveView.on_reanchor`) and ``/healthz``.
+The segmentation loop never waits for a browser: :meth:`ViewChannel.publish` only swaps in the newest frame and
+wakes the clients; each ``stream.mjpg`` client (a coroutine) takes the newest frame when it is ready to send
+(older ones are skipped, never queued), so a slow client only slows itself. A frame is JPEG-encoded at most
+once, lazily, by the first client that needs it (on a worker thread), so with no browser attached publishing
+costs one copy.
 
-On the selection still the page lets the user drag several boxes (each
-numbered and in its own colour, "undo last", then "start" or Enter). While
-streaming, "re-anchor" freezes the shown frame in the page, the user drags
-boxes on it and "apply" posts them to ``/reanchor`` (only offered when the
-run set ``on_reanchor``).
+Routes of one view (under ``/live/<stream id>/`` in ``rtvos serve``): ``/`` (the page, package data
+``rtvos/static/live.html``), ``stream.mjpg`` (multipart/x-mixed-replace), ``select.jpg`` (the still frame given
+to :meth:`LiveView.request_box`), ``stats.json`` (`ViewStats`), ``POST box`` and ``POST reanchor``.
 
-``/stats.json`` is ``{"state", "frames", "publish_fps", "width", "height",
-"selection", "reanchor", "stats"}`` where ``stats`` is the dict last given
-to ``publish`` and ``reanchor`` says whether re-anchoring is available; the
-page shows its ``fps`` (else the measured publish rate) and ``latency_ms``,
-and any other numeric keys in small print.
-
-Bound to 127.0.0.1 unless told otherwise: the page accepts a box from
-anyone who can reach it.
+Boxes are ``x1,y1,x2,y2`` in image pixels, the end exclusive (x2 = x1 + width), as everywhere in rtvos:
+``{"boxes": [[x1, y1, x2, y2], ...]}``, one box per object in object-id order; the reply is
+``{"ok": true, "boxes": [[x1, y1, x2, y2], ...]}`` and :meth:`LiveView.wait_boxes` returns the same tuples.
+``box`` answers a :meth:`LiveView.request_box`; ``reanchor`` hands boxes drawn on the streamed frame to
+:attr:`LiveView.on_reanchor` (409 when the run set none).
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: FastAPI reads the route functions' annotations, whose types are
+# imported inside the functions that build the routes (the server stack loads only when a view starts).
 
+import asyncio
 import collections
-import errno
 import functools
-import http.server
 import json
 import logging
 import math
-import socket
-import socketserver
-import sys
 import threading
 import time
+from collections.abc import AsyncIterator, Callable
 from importlib import resources
 from types import TracebackType
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -56,41 +44,39 @@ import numpy as np
 from .io.base import InputError
 from .io.overlay import DISPLAY_COLOURS
 from .io.prompt import MAX_OBJECTS, check_box
+from .server import is_loopback, url_for
 
-__all__ = ["LiveView"]
+if TYPE_CHECKING:
+    from fastapi import APIRouter, FastAPI
+
+__all__ = ["LiveHub", "LiveView", "ViewChannel", "create_view_app", "view_router"]
 
 log = logging.getLogger("rtvos.web")
 
+#: A box as the live view takes and returns it: x1, y1, x2, y2 (end exclusive).
 Box = tuple[int, int, int, int]
 
 _BOUNDARY = "rtvosframe"
 _KEEPALIVE_S = 10.0  # an idle stream re-sends its frame this often, which also notices dead clients
-_MAX_BOXES = MAX_OBJECTS  # object ids 1..254, as many as the CLI's --box takes
-# Room for every box the CLI accepts, each as a pretty-printed {"x": .., "y": .., "w": .., "h": ..} of 5-digit
-# values (about 50 bytes), with slack; anything larger is refused (413) before it is read.
-_MAX_BODY = 256 + 80 * _MAX_BOXES
-_DISCONNECTS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, socket.timeout)
+# Room for every box the CLI accepts, each as a pretty-printed [x1, y1, x2, y2] of 5-digit values (about 50
+# bytes), with slack; anything larger is refused (413) before it is read.
+MAX_BODY = 256 + 80 * MAX_OBJECTS
 
 
-class LiveView:
-    """The browser view of one stream; see the module docstring for the routes.
+class ViewChannel:
+    """One stream's live view: the newest frame and stats, the first-box selection and re-anchoring.
 
-    Typical use: ``url = view.start()``; per frame ``view.publish(overlay_rgb, {"fps": ..., "latency_ms": ...})``;
-    for an interactive first mask ``view.request_box(frame)`` then ``boxes = view.wait_boxes()``.
-    Set :attr:`on_reanchor` to accept boxes drawn on the stream (``POST /reanchor``); it is called from a
-    server thread with the validated list of boxes and should only hand them over (e.g. ``Pipeline.reanchor``).
+    Thread-safe; `publish` never blocks on a client. :attr:`watchers` counts connected MJPEG clients, so a
+    producer can skip drawing overlays nobody sees (`rtvos.io.sinks.LiveViewSink` does).
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 8080, jpeg_quality: int = 80) -> None:
+    def __init__(self, jpeg_quality: int = 80) -> None:
         if not 1 <= int(jpeg_quality) <= 100:
             raise ValueError(f"jpeg_quality must be in 1..100, got {jpeg_quality}")
-        if not 0 <= int(port) <= 65535:
-            raise InputError(f"port must be in 0..65535, got {port}")
-        self.host = host
-        self.port = int(port)
         self.jpeg_quality = int(jpeg_quality)
         self._cond = threading.Condition()  # guards everything below; notified on publish/box/close
         self._closed = False
+        self._ended = False
         self._seq = 0  # frames published so far; the id of the newest frame
         self._image: np.ndarray | None = None
         self._stats: dict[str, Any] = {}
@@ -102,81 +88,16 @@ class LiveView:
         self._select_jpeg: bytes | None = None
         self._select_size: tuple[int, int] | None = None  # (H, W)
         self._boxes: list[Box] | None = None  # posted for the current selection, not yet taken by wait_boxes
+        self._wakers: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         self.on_reanchor: Callable[[list[Box]], None] | None = None
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle ---------------------------------------------------------------------------------------------
-    def start(self) -> str:
-        """Start serving in a daemon thread; returns the page URL (port 0 picks a free port)."""
-        if self._server is not None:
-            raise RuntimeError("LiveView already started")
-        if self._closed:
-            raise RuntimeError("LiveView is closed")
-        try:
-            server = _Server((self.host, self.port), _Handler, self)
-        except OSError as e:
-            reason = "address already in use" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
-            raise InputError(f"cannot serve the live view on {self.host}:{self.port}: {reason}") from None
-        self._server = server
-        self.port = int(server.server_address[1])
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="rtvos-liveview", daemon=True
-        )
-        self._thread.start()
-        log.info("live view at %s", self.url)
-        return self.url
-
-    @property
-    def is_loopback(self) -> bool:
-        import ipaddress
-
-        if self.host in ("localhost",):
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:  # "" or a host name: treat as reachable from the network
-            return False
-
-    def describe(self) -> str:
-        """Where the view is served, and a warning when it is reachable beyond this machine."""
-        bound = f"{self.host or '0.0.0.0'}:{self.port}"
-        if self.is_loopback:
-            return f"live view at {self.url}"
-        return (f"live view bound to {bound} (open {self.url} here); WARNING: it is reachable from the network "
-                "and accepts a box from anyone who can reach it")
-
-    @property
-    def url(self) -> str:
-        host = "127.0.0.1" if self.host in ("", "0.0.0.0") else "::1" if self.host == "::" else self.host
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}/"
-
-    def close(self) -> None:
-        """Stop the server; unblocks MJPEG clients (their stream ends) and :meth:`wait_boxes` (returns None)."""
-        with self._cond:
-            if self._closed:
-                return
-            self._closed = True
-            self._cond.notify_all()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> LiveView:
-        if self._server is None:
-            self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     # -- producer side -----------------------------------------------------------------------------------------
+    @property
+    def watchers(self) -> int:
+        """MJPEG clients connected now."""
+        with self._cond:
+            return len(self._wakers)
+
     def publish(self, image_rgb: np.ndarray, stats: dict[str, Any] | None = None) -> None:
         """Make ``image_rgb`` (H×W×3 uint8) the newest frame; copies it, never waits for clients."""
         _check_image(image_rgb)
@@ -188,7 +109,37 @@ class LiveView:
             self._stats = dict(stats or {})
             self._seq += 1
             self._publish_times.append(time.monotonic())
-            self._cond.notify_all()
+            self._wake()
+
+    def publish_stats(self, stats: dict[str, Any]) -> None:
+        """New stats without a frame (no client watches the picture: nothing to draw or copy)."""
+        with self._cond:
+            self._stats = dict(stats)
+            self._publish_times.append(time.monotonic())
+
+    def finish(self) -> None:
+        """The run ended: the page says so and keeps showing the last frame; the view still answers."""
+        with self._cond:
+            self._ended = True
+            self._wake()
+
+    def close(self) -> None:
+        """Ends every MJPEG response and unblocks :meth:`wait_boxes` (returns None); idempotent."""
+        with self._cond:
+            self._closed = True
+            self._wake()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _wake(self) -> None:  # with self._cond held
+        self._cond.notify_all()
+        for loop, event in self._wakers:
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # that client's loop has closed
+                pass
 
     def request_box(self, image_rgb: np.ndarray) -> None:
         """Show ``image_rgb`` on the page as a still frame to drag boxes on; forgets any earlier boxes."""
@@ -202,8 +153,8 @@ class LiveView:
             self._cond.notify_all()
 
     def wait_boxes(self, timeout: float | None = None) -> list[Box] | None:
-        """Block until the boxes for the requested frame are posted (the user pressed start); returns them in
-        the order drawn (object ids 1, 2, ...), or None on timeout or close."""
+        """Block until the boxes for the requested frame are posted (the user pressed start); returns them as
+        (x1, y1, x2, y2) in the order drawn (object ids 1, 2, ...), or None on timeout or close."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while self._boxes is None and not self._closed:
@@ -215,7 +166,8 @@ class LiveView:
             return boxes
 
     # -- server side -------------------------------------------------------------------------------------------
-    def stats_json(self) -> bytes:
+    def stats_doc(self) -> dict[str, Any]:
+        """What ``stats.json`` answers (`ViewStats`), JSON-safe (NaN/inf → null, numpy → Python)."""
         with self._cond:
             times = self._publish_times
             fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
@@ -230,34 +182,67 @@ class LiveView:
                 "width": w,
                 "height": h,
                 "selection": self._selection if self._select_jpeg is not None else 0,
-                "reanchor": self.on_reanchor is not None and self._image is not None,
+                "reanchor": self.on_reanchor is not None and self._image is not None and not self._ended,
                 "stats": self._stats,
             }
-            return json.dumps(_finite(doc), default=_json_default, allow_nan=False).encode()
+        return json.loads(json.dumps(_finite(doc), default=_json_default, allow_nan=False))
 
     def _state(self) -> str:
+        """waiting (nothing shown yet), selecting, segmenting, ended (the run is over, the last frame stays)
+        or closed. A frame on screen is never "waiting": stats without a frame count too."""
         if self._closed:
             return "closed"
         if self._select_jpeg is not None:  # a box was requested and none posted yet
             return "selecting"
-        return "segmenting" if self._seq else "waiting"
+        if self._ended:
+            return "ended"
+        return "segmenting" if self._seq or self._stats else "waiting"
 
-    def next_jpeg(self, after: int, timeout: float) -> tuple[int, bytes] | None:
-        """The newest frame's (seq, JPEG) once seq > ``after``; the current one again on timeout; None on close."""
+    async def mjpeg(self, client: str = "") -> AsyncIterator[bytes]:
+        """The multipart body of ``stream.mjpg``: the newest frame whenever one is newer than the last sent."""
+        from starlette.concurrency import run_in_threadpool
+
+        waker = (asyncio.get_running_loop(), asyncio.Event())
         with self._cond:
-            end = time.monotonic() + timeout
-            while not self._closed and self._seq <= after:
-                remaining = end - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._cond.wait(remaining)
-            if self._closed or self._image is None:
-                return None if self._closed else (after, b"")
-            seq, image = self._seq, self._image
+            self._wakers.add(waker)
+        last, normal_end = 0, False
+        try:
+            yield f"--{_BOUNDARY}\r\n".encode()
+            while True:
+                with self._cond:
+                    closed, seq, image = self._closed, self._seq, self._image
+                    if not closed and seq <= last:
+                        waker[1].clear()  # cleared under the lock: a publish after this sets it again
+                if closed:
+                    normal_end = True
+                    return
+                if seq <= last:
+                    try:
+                        await asyncio.wait_for(waker[1].wait(), _KEEPALIVE_S)
+                        continue
+                    except asyncio.TimeoutError:
+                        if image is None:
+                            continue
+                        last = seq - 1  # idle: send the current frame again
+                        continue
+                assert image is not None
+                jpeg = await run_in_threadpool(self._jpeg_of, seq, image)
+                last = seq
+                # The closing boundary goes right after the part, so the browser shows it without waiting
+                # for the next frame.
+                head = f"Content-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
+                yield head + jpeg + f"\r\n--{_BOUNDARY}\r\n".encode()
+        finally:
+            with self._cond:
+                self._wakers.discard(waker)
+            if not normal_end:
+                log.debug("live view stream client %s went away", client)
+
+    def _jpeg_of(self, seq: int, image: np.ndarray) -> bytes:
         with self._encode_lock:
-            if self._jpeg_seq < seq:  # not encoded yet (another client may have done a newer one)
+            if self._jpeg_seq != seq:
                 self._jpeg_seq, self._jpeg = seq, self._encode(image)
-            return self._jpeg_seq, self._jpeg
+            return self._jpeg
 
     def selection_jpeg(self) -> bytes | None:
         with self._cond:
@@ -283,6 +268,8 @@ class LiveView:
                 raise LookupError("re-anchoring is not available for this run")
             if self._image is None:
                 raise LookupError("no frame is being streamed yet: nothing to re-anchor on")
+            if self._ended:
+                raise LookupError("the run has ended: nothing to re-anchor")
             size = self._image.shape[:2]
         checked = _check_boxes(boxes, size)
         callback(list(checked))  # outside the lock: the callback may take its own locks
@@ -295,9 +282,300 @@ class LiveView:
             raise RuntimeError(f"JPEG encoding failed for a {image_rgb.shape} frame")
         return buf.tobytes()
 
+
+class LiveView:
+    """The browser view of one stream on its own server; see the module docstring for the routes.
+
+    Typical use: ``url = view.start()``; per frame ``view.publish(overlay_rgb, {"fps": ..., "latency_ms": ...})``;
+    for an interactive first mask ``view.request_box(frame)`` then ``boxes = view.wait_boxes()`` (x1, y1, x2, y2).
+    Set :attr:`on_reanchor` to accept boxes drawn on the stream (``POST /reanchor``); it is called from a
+    server thread with the validated list of boxes and should only hand them over (e.g. ``Pipeline.reanchor``).
+    After the run, :meth:`finish` then :meth:`wait_closed` keep the page up until :meth:`close` (or Ctrl-C).
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 8080, jpeg_quality: int = 80) -> None:
+        if not 0 <= int(port) <= 65535:
+            raise InputError(f"port must be in 0..65535, got {port}")
+        self.channel = ViewChannel(jpeg_quality)
+        self.host = host
+        self.port = int(port)
+        self._server: Any = None
+        self._closed = threading.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+    def start(self) -> str:
+        """Start serving on a daemon thread; returns the page URL (port 0 picks a free port)."""
+        from .server import HttpServer
+
+        if self._server is not None:
+            raise RuntimeError("LiveView already started")
+        if self._closed.is_set():
+            raise RuntimeError("LiveView is closed")
+        app = create_view_app(self.channel, loopback=self.is_loopback)
+        self._server = HttpServer(app, self.host, self.port, name="rtvos-liveview", what="serve the live view")
+        self.port = self._server.port
+        log.info("live view at %s", self.url)
+        return self.url
+
+    @property
+    def is_loopback(self) -> bool:
+        return is_loopback(self.host)
+
+    def describe(self) -> str:
+        """Where the view is served, and a warning when it is reachable beyond this machine."""
+        bound = f"{self.host or '0.0.0.0'}:{self.port}"
+        if self.is_loopback:
+            return f"live view at {self.url}"
+        return (f"live view bound to {bound} (open {self.url} here); WARNING: it is reachable from the network "
+                "and accepts a box from anyone who can reach it")
+
+    @property
+    def url(self) -> str:
+        return url_for(self.host, self.port)
+
+    def close(self) -> None:
+        """Stop the server; ends MJPEG clients' streams and unblocks :meth:`wait_boxes` (returns None)."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self.channel.close()
+        if self._server is not None:
+            self._server.close()
+
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        """Block until :meth:`close` (from another thread) or ``timeout``; True once closed. What keeps the page
+        up after a run's end; Ctrl-C interrupts it."""
+        return self._closed.wait(timeout)
+
+    def __enter__(self) -> "LiveView":
+        if self._server is None:
+            self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- the channel's interface -------------------------------------------------------------------------------
+    @property
+    def on_reanchor(self) -> Callable[[list[Box]], None] | None:
+        return self.channel.on_reanchor
+
+    @on_reanchor.setter
+    def on_reanchor(self, callback: Callable[[list[Box]], None] | None) -> None:
+        self.channel.on_reanchor = callback
+
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._closed.is_set()
+
+    @property
+    def watchers(self) -> int:
+        return self.channel.watchers
+
+    def publish(self, image_rgb: np.ndarray, stats: dict[str, Any] | None = None) -> None:
+        self.channel.publish(image_rgb, stats)
+
+    def publish_stats(self, stats: dict[str, Any]) -> None:
+        self.channel.publish_stats(stats)
+
+    def finish(self) -> None:
+        self.channel.finish()
+
+    def request_box(self, image_rgb: np.ndarray) -> None:
+        self.channel.request_box(image_rgb)
+
+    def wait_boxes(self, timeout: float | None = None) -> list[Box] | None:
+        return self.channel.wait_boxes(timeout)
+
+    def stats_doc(self) -> dict[str, Any]:
+        return self.channel.stats_doc()
+
+
+class LiveHub:
+    """One `ViewChannel` per stream of ``rtvos serve``; served under ``/live/`` by the service's own server."""
+
+    def __init__(self, jpeg_quality: int = 80) -> None:
+        self.jpeg_quality = jpeg_quality
+        self._channels: dict[str, ViewChannel] = {}
+        self._lock = threading.Lock()
+
+    def open(self, stream_id: str) -> ViewChannel:
+        """A fresh channel for a stream being added (one re-added after its end replaces the old one, whose
+        clients' MJPEG responses end; the page reconnects)."""
+        ch = ViewChannel(self.jpeg_quality)
+        with self._lock:
+            old, self._channels[stream_id] = self._channels.get(stream_id), ch
+        if old is not None:
+            old.close()
+        return ch
+
+    def get(self, stream_id: str) -> ViewChannel | None:
+        with self._lock:
+            return self._channels.get(stream_id)
+
+    def remove(self, stream_id: str) -> None:
+        with self._lock:
+            ch = self._channels.pop(stream_id, None)
+        if ch is not None:
+            ch.close()
+
+    def ids(self) -> list[str]:
+        with self._lock:
+            return list(self._channels)
+
+    def close(self) -> None:
+        with self._lock:
+            channels, self._channels = list(self._channels.values()), {}
+        for ch in channels:
+            ch.close()
+
+
+# -- the HTTP side -----------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def _models() -> tuple[Any, Any, Any]:
+    """The pydantic models of the JSON endpoints (built on first use: pydantic is imported with the server)."""
+    from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+    class BoxesIn(BaseModel):
+        """Boxes posted by the page: one per object, x1,y1,x2,y2 in image pixels (end exclusive)."""
+
+        model_config = ConfigDict(extra="forbid")
+        boxes: list[tuple[StrictInt, StrictInt, StrictInt, StrictInt]] = Field(
+            description="[[x1, y1, x2, y2], ...]: image pixels, x2 = x1 + width; object ids 1, 2, ... in order")
+
+    class BoxesOut(BaseModel):
+        ok: bool = True
+        boxes: list[tuple[int, int, int, int]] = Field(description="the accepted boxes, x1,y1,x2,y2")
+
+    class ViewStats(BaseModel):
+        state: str = Field(description="waiting, selecting, segmenting, ended or closed")
+        frames: int = Field(description="frames published so far")
+        publish_fps: float
+        width: int
+        height: int
+        selection: int = Field(description="id of the pending box request (select.jpg), 0 when none")
+        reanchor: bool = Field(description="whether POST reanchor is available now")
+        stats: dict[str, Any] = Field(description="the producer's own figures: fps, latency_ms, frame, ...")
+
+    return BoxesIn, BoxesOut, ViewStats
+
+
+def view_router(channel_of: Callable[..., ViewChannel]) -> "APIRouter":
+    """The routes of one view; ``channel_of`` is a FastAPI dependency giving the channel (a fixed one, or the
+    stream named in the path)."""
+    from fastapi import APIRouter, Depends, Request
+    from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+
+    from .server import error_body
+
+    boxes_in, boxes_out, view_stats = _models()
+    router = APIRouter()
+    Channel = Depends(channel_of)  # noqa: N806 (a dependency, used as a default)
+
+    def error(status: int, message: object) -> Response:
+        return Response(error_body(message), status_code=status, media_type="application/json")
+
+    @router.get("/", response_class=HTMLResponse, include_in_schema=False)
+    @router.get("/index.html", response_class=HTMLResponse, include_in_schema=False)
+    def index(channel: ViewChannel = Channel) -> Response:
+        return HTMLResponse(page(), headers={"Cache-Control": "no-store"})
+
+    @router.get("/stream.mjpg", response_class=StreamingResponse, summary="the overlay as MJPEG")
+    def stream(request: Request, channel: ViewChannel = Channel) -> Response:
+        client = f"{request.client.host}:{request.client.port}" if request.client else "?"
+        return StreamingResponse(channel.mjpeg(client), media_type=f"multipart/x-mixed-replace; boundary={_BOUNDARY}",
+                                 headers={"Cache-Control": "no-cache, no-store, must-revalidate", "Pragma": "no-cache"})
+
+    @router.get("/stats.json", response_model=view_stats, summary="state, frame count, rates and the producer's stats")
+    def stats(channel: ViewChannel = Channel) -> Response:
+        return JSONResponse(channel.stats_doc(), headers={"Cache-Control": "no-store"})
+
+    @router.get("/select.jpg", summary="the still frame to drag the first boxes on")
+    def select(channel: ViewChannel = Channel) -> Response:
+        jpeg = channel.selection_jpeg()
+        if jpeg is None:
+            return error(404, "no selection frame requested")
+        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+    body_doc = {"requestBody": {"required": True, "content": {"application/json": {"schema": boxes_in.model_json_schema()}}}}
+
+    async def post(request: Request, channel: ViewChannel, deliver: Callable[[ViewChannel, list[Box]], list[Box]]) -> Response:
+        body = await request.body()
+        try:
+            boxes = parse_boxes(body)
+            boxes = deliver(channel, boxes)
+        except InputError as e:
+            return error(400, e)
+        except LookupError as e:
+            return error(409, e)
+        except Exception as e:  # a failing on_reanchor callback: say so instead of dropping the connection
+            log.warning("live view: re-anchoring failed", exc_info=True)
+            return error(500, f"re-anchoring failed: {e}")
+        return JSONResponse(boxes_out(boxes=boxes).model_dump())
+
+    @router.post("/box", response_model=boxes_out, openapi_extra=body_doc, summary="the first boxes, x1,y1,x2,y2")
+    async def box(request: Request, channel: ViewChannel = Channel) -> Response:
+        return await post(request, channel, ViewChannel.post_boxes)
+
+    @router.post("/reanchor", response_model=boxes_out, openapi_extra=body_doc,
+                 summary="re-anchor on boxes drawn on the streamed frame, x1,y1,x2,y2")
+    async def reanchor_route(request: Request, channel: ViewChannel = Channel) -> Response:
+        return await post(request, channel, ViewChannel.post_reanchor)
+
+    return router
+
+
+def create_view_app(channel: ViewChannel, *, loopback: bool = True) -> "FastAPI":
+    """The app of a `LiveView`: one channel's routes at the root, ``/healthz``, behind the `Guard`."""
+    from fastapi import FastAPI
+    from fastapi.responses import PlainTextResponse
+
+    from . import __version__
+    from .server import Guard, install_error_handlers
+
+    app = FastAPI(title="rtvos live view", version=__version__, docs_url="/docs", redoc_url=None)
+    install_error_handlers(app)
+    app.include_router(view_router(lambda: channel))
+
+    @app.get("/healthz", response_class=PlainTextResponse, include_in_schema=False)
+    def healthz() -> str:
+        return "ok\n"
+
+    app.add_middleware(Guard, loopback=loopback, max_body=MAX_BODY)
+    return app
+
+
+def add_hub_routes(app: "FastAPI", hub: LiveHub) -> None:
+    """``/live/`` (every stream's view on one page) and ``/live/<id>/...`` (one stream's view) on ``app``."""
+    from fastapi import HTTPException
+    from fastapi.responses import HTMLResponse, RedirectResponse
+
+    def channel_of(stream_id: str) -> ViewChannel:
+        ch = hub.get(stream_id)
+        if ch is None:
+            raise HTTPException(404, f"no live view for stream {stream_id!r}")
+        return ch
+
+    @app.get("/live", include_in_schema=False)
+    def live_root() -> RedirectResponse:
+        return RedirectResponse("/live/")
+
+    @app.get("/live/", response_class=HTMLResponse, summary="every stream's live view on one page")
+    def streams_page() -> HTMLResponse:
+        return HTMLResponse(_static("streams.html"), headers={"Cache-Control": "no-store"})
+
+    @app.get("/live/{stream_id}", include_in_schema=False)
+    def live_stream_root(stream_id: str) -> RedirectResponse:
+        return RedirectResponse(f"/live/{stream_id}/")
+
+    app.include_router(view_router(channel_of), prefix="/live/{stream_id}", tags=["live view"])
+
+
+@functools.lru_cache(maxsize=4)
+def _static(name: str) -> str:
+    return resources.files("rtvos").joinpath(f"static/{name}").read_text(encoding="utf-8")
 
 
 @functools.lru_cache(maxsize=1)
@@ -305,7 +583,7 @@ def page() -> bytes:
     """The page (package data ``rtvos/static/live.html``) with the overlay's object colours filled in, so a box
     drawn for object k has the colour object k gets in the stream."""
     colours = json.dumps(["#%02x%02x%02x" % c for c in DISPLAY_COLOURS])
-    html = resources.files("rtvos").joinpath("static/live.html").read_text(encoding="utf-8")
+    html = _static("live.html")
     if _COLOURS_SLOT not in html:
         raise RuntimeError(f"rtvos/static/live.html lacks its {_COLOURS_SLOT} slot")
     return html.replace(_COLOURS_SLOT, colours).encode()
@@ -314,42 +592,55 @@ def page() -> bytes:
 _COLOURS_SLOT = "__RTVOS_DISPLAY_COLOURS__"
 
 
+def to_xywh(box: Box) -> tuple[int, int, int, int]:
+    """(x1, y1, x2, y2) → (x, y, w, h), what `rtvos.io.prompt` takes."""
+    x1, y1, x2, y2 = box
+    return (x1, y1, x2 - x1, y2 - y1)
+
+
 def _check_boxes(boxes: list[Box], frame_size: tuple[int, int]) -> list[Box]:
     """Each box checked against ``frame_size`` (H, W); an error names the box by its number (1, 2, ...)."""
     if not boxes:
         raise InputError("no boxes: drag at least one box around an object")
-    if len(boxes) > _MAX_BOXES:
-        raise InputError(f"at most {_MAX_BOXES} boxes, got {len(boxes)}")
+    if len(boxes) > MAX_OBJECTS:
+        raise InputError(f"at most {MAX_OBJECTS} boxes, got {len(boxes)}")
     checked = []
     for i, box in enumerate(boxes, start=1):
         try:
-            checked.append(check_box(box, frame_size))
+            check_box(to_xywh(box), frame_size, shown=",".join(map(str, box)))
         except InputError as e:
             raise InputError(f"box {i} of {len(boxes)}: {e}") from None
-    return checked
+        checked.append(tuple(int(v) for v in box))
+    return checked  # type: ignore[return-value]
 
 
-def _parse_boxes(body: bytes) -> list[Box]:
-    """``{"boxes": [{x, y, w, h}, ...]}`` or one ``{x, y, w, h}``; raises InputError, or JSONDecodeError,
-    UnicodeDecodeError and RecursionError for bodies that are not JSON."""
-    doc = json.loads(body)
-    keys = ("x", "y", "w", "h")
-    if isinstance(doc, dict) and "boxes" in doc:
-        items = doc["boxes"]
-        if not isinstance(items, list):
-            raise InputError(f'"boxes" must be a list of {{x, y, w, h}} objects; got {body[:200]!r}')
-        if not items:
-            raise InputError("no boxes: drag at least one box around an object")
-        for i, item in enumerate(items, start=1):
-            if not isinstance(item, dict) or not set(keys) <= item.keys():
-                raise InputError(f"box {i} of {len(items)} must be a JSON object with x, y, w, h; "
-                                 f"got {json.dumps(item)[:200]}")
-    elif isinstance(doc, dict) and set(keys) <= doc.keys():
-        items = [doc]
-    else:
-        raise InputError(f'boxes must be a JSON object {{"boxes": [{{x, y, w, h}}, ...]}} or one box with '
-                         f"x, y, w, h; got {body[:200]!r}")
-    return [tuple(item[k] for k in keys) for item in items]  # type: ignore[misc]
+def parse_boxes(body: bytes) -> list[Box]:
+    """``{"boxes": [[x1, y1, x2, y2], ...]}`` → boxes, validated by the `BoxesIn` model; InputError (one line)
+    for anything else, bodies that are not JSON included."""
+    from pydantic import ValidationError
+
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):  # RecursionError: b"[" * 4000
+        raise InputError(f"boxes are not valid JSON: {body[:200]!r}") from None
+    form = '{"boxes": [[x1, y1, x2, y2], ...]}'
+    if not isinstance(doc, dict) or "boxes" not in doc:
+        raise InputError(f"boxes must be a JSON object {form}; got {body[:200]!r}")
+    items = doc["boxes"]
+    if not isinstance(items, list):
+        raise InputError(f'"boxes" must be a list of [x1, y1, x2, y2]; got {json.dumps(items)[:200]}')
+    if len(items) > MAX_OBJECTS:
+        raise InputError(f"at most {MAX_OBJECTS} boxes, got {len(items)}")
+    try:
+        req = _models()[0].model_validate(doc)
+    except ValidationError as err:
+        loc = err.errors()[0].get("loc", ())
+        if len(loc) >= 2 and loc[0] == "boxes" and isinstance(loc[1], int):
+            i = loc[1]
+            raise InputError(f"box {i + 1} of {len(items)} must be [x1, y1, x2, y2] (4 integers); "
+                             f"got {json.dumps(items[i])[:200]}") from None
+        raise InputError(f"boxes must be a JSON object {form}; got {body[:200]!r}") from None
+    return [tuple(b) for b in req.boxes]  # type: ignore[attr-defined]
 
 
 def _check_image(image: object) -> None:
@@ -377,171 +668,3 @@ def _json_default(o: object) -> object:
     if isinstance(o, np.ndarray):
         return o.tolist()
     return str(o)
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True  # a stuck client never keeps the process alive
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], handler: type, view: LiveView) -> None:
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        self.view = view
-        super().__init__(address, handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind does a reverse DNS lookup (getfqdn), which can stall for seconds offline.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = str(host), int(port)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        exc = sys.exc_info()[1]
-        if isinstance(exc, _DISCONNECTS):
-            log.debug("live view client %s went away: %r", client_address, exc)
-        else:
-            log.warning("live view: error serving %s", client_address, exc_info=True)
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server: _Server
-    server_version = "rtvos-liveview"
-    timeout = 60  # a half-open client cannot hold a thread forever
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
-        log.debug("live view %s: " + format, self.address_string(), *args)
-
-    def _allowed_hosts(self) -> set[str]:
-        view = self.server.view
-        port = view.port
-        names = {"127.0.0.1", "localhost", "[::1]"}
-        if view.host not in ("", "0.0.0.0", "::"):
-            names.add(f"[{view.host}]" if ":" in view.host else view.host)
-        return {f"{n}:{port}" for n in names}
-
-    def _host_ok(self) -> bool:
-        """DNS rebinding: a loopback-bound view answers only requests addressed to itself. A view the user
-        bound to the network on purpose cannot know its public names, so it accepts any Host."""
-        host = self.headers.get("Host")
-        if not self.server.view.is_loopback or host is None:  # browsers always send Host; raw HTTP/1.0 may not
-            return True
-        if host.lower() in self._allowed_hosts():
-            return True
-        self._error(421, f"unexpected Host header {self.headers.get('Host')!r}")
-        return False
-
-    def _origin_ok(self) -> bool:
-        """State-changing requests: a browser's Origin (when sent) must be this view's own."""
-        origin = self.headers.get("Origin")
-        if origin is None:
-            return True  # not a browser cross-site request (curl, scripts)
-        host = origin.split("://", 1)[-1].rstrip("/").lower()
-        if origin.startswith("http://") and (host in self._allowed_hosts() or (
-                not self.server.view.is_loopback and host == (self.headers.get("Host") or "").lower())):
-            return True
-        self._error(403, f"cross-origin request refused (Origin {origin!r})")
-        return False
-
-    def do_GET(self) -> None:  # noqa: N802 (stdlib name)
-        if not self._host_ok():
-            return
-        path = self.path.split("?", 1)[0]
-        view = self.server.view
-        if path in ("/", "/index.html"):
-            self._send(200, "text/html; charset=utf-8", page())
-        elif path == "/stream.mjpg":
-            self._stream(view)
-        elif path == "/stats.json":
-            self._send(200, "application/json", view.stats_json())
-        elif path == "/select.jpg":
-            jpeg = view.selection_jpeg()
-            if jpeg is None:
-                self._error(404, "no selection frame requested")
-            else:
-                self._send(200, "image/jpeg", jpeg)
-        elif path == "/healthz":
-            self._send(200, "text/plain; charset=utf-8", b"ok\n")
-        else:
-            self._error(404, f"no such page: {path}")
-
-    def do_POST(self) -> None:  # noqa: N802
-        if not (self._host_ok() and self._origin_ok()):
-            return
-        path = self.path.split("?", 1)[0]
-        if path not in ("/box", "/reanchor"):
-            self._error(404, f"no such page: {path}")
-            return
-        ctype = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
-        if ctype != "application/json":  # a "simple" cross-site form/text POST cannot set this type
-            self._error(415, f"POST {path} needs Content-Type application/json, got {ctype or 'none'!r}")
-            return
-        try:
-            length = int(self.headers.get("Content-Length", ""))
-        except ValueError:
-            self._error(411, "Content-Length required")
-            return
-        if not 0 <= length <= _MAX_BODY:
-            self._error(413, f"body too large ({length} bytes, at most {_MAX_BODY})")
-            return
-        body = self.rfile.read(length)
-        view = self.server.view
-        try:
-            boxes = _parse_boxes(body)
-            if path == "/box":
-                boxes = view.post_boxes(boxes)
-            else:
-                boxes = view.post_reanchor(boxes)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # RecursionError: b"[" * 4000
-            self._error(400, f"box is not valid JSON: {body[:200]!r}")
-        except InputError as e:
-            self._error(400, str(e))
-        except LookupError as e:
-            self._error(409, str(e))
-        except Exception as e:  # a failing on_reanchor callback: say so instead of dropping the connection
-            log.warning("live view: re-anchoring failed", exc_info=True)
-            self._error(500, f"re-anchoring failed: {e}")
-        else:
-            doc = {"ok": True, "boxes": [list(b) for b in boxes]}
-            if path == "/box":
-                doc["box"] = list(boxes[0])  # the single-box reply older pages read
-            self._send(200, "application/json", json.dumps(doc).encode())
-
-    def _stream(self, view: LiveView) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={_BOUNDARY}")
-        self.send_header("Cache-Control", "no-cache, no-store, must-revalidate")
-        self.send_header("Pragma", "no-cache")
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.close_connection = True
-        last = 0
-        try:
-            self.wfile.write(f"--{_BOUNDARY}\r\n".encode())
-            while True:
-                got = view.next_jpeg(last, _KEEPALIVE_S)
-                if got is None:  # closed: end the multipart body so the client sees a clean end
-                    break
-                last, jpeg = got
-                if not jpeg:
-                    continue
-                # The closing boundary goes right after the part, so the browser shows it without
-                # waiting for the next frame.
-                head = f"Content-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
-                self.wfile.write(head + jpeg + f"\r\n--{_BOUNDARY}\r\n".encode())
-                self.wfile.flush()
-        except _DISCONNECTS as e:
-            log.debug("live view stream client %s went away: %r", self.client_address, e)
-
-    def _send(self, code: int, ctype: str, body: bytes) -> None:
-        try:
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            self.wfile.write(body)
-        except _DISCONNECTS as e:
-            log.debug("live view client %s went away: %r", self.client_address, e)
-
-    def _error(self, code: int, message: str) -> None:
-        self._send(code, "application/json", json.dumps({"ok": False, "error": message}).encode())

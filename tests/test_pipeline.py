@@ -495,7 +495,7 @@ def test_segment_serve_takes_the_first_box_from_the_browser(synth, tmp_path):
         except OSError:
             pass
         time.sleep(0.1)
-    req = urllib.request.Request(base + "/box", data=json.dumps({"x": 10, "y": 8, "w": 40, "h": 30}).encode(),
+    req = urllib.request.Request(base + "/box", data=json.dumps({"boxes": [[10, 8, 50, 38]]}).encode(),
                                  headers={"Content-Type": "application/json"}, method="POST")
     assert json.loads(urllib.request.urlopen(req, timeout=10).read())["ok"]
     app.join(timeout=120)

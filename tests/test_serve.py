@@ -188,7 +188,7 @@ def test_api_validation_is_4xx_one_line(api, clips):
     assert "extra" in _one_line_error(api.post("/streams", json={**bad_box, "box": "1,1,5,5", "colour": 1}), 422).lower()
     assert "boxes and/or points" in _one_line_error(api.post("/streams/y/reanchor", json={}), 422)
     _one_line_error(api.post("/streams", content="x" * 70000, headers={"content-type": "application/json"}), 413)
-    _one_line_error(api.get("/streams", headers={"host": "evil.example:8321"}), 403)
+    _one_line_error(api.get("/streams", headers={"host": "evil.example:8321"}), 421)
     assert api.get("/docs").status_code == 200 and "/streams" in api.get("/openapi.json").text
 
 

@@ -30,7 +30,7 @@ import pytest
 from rtvos.data.synthetic import make_synthetic_clip
 from rtvos.io import InputError
 from rtvos.io.prompt import box_to_mask, parse_box
-from rtvos.web import LiveView
+from rtvos.web import LiveView, to_xywh
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------
@@ -38,6 +38,11 @@ def _first_box(view: LiveView, timeout: float | None = None) -> tuple[int, int, 
     """The first box of the next selection (these tests track one object), None on timeout."""
     boxes = view.wait_boxes(timeout)
     return boxes[0] if boxes else None
+
+
+def _xyxy(box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    x, y, w, h = box
+    return (x, y, x + w, y + h)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -221,7 +226,7 @@ def test_page_loads(view):
     status, ctype, body = _get(view.url)
     assert status == 200 and ctype.startswith("text/html")
     page = body.decode()
-    for needle in ('src="stream.mjpg"', "<canvas", "stats.json", '"box"', "drag a box around the object", "touchstart",
+    for needle in ('src="stream.mjpg"', "<canvas", "stats.json", '"box"', "drag a box around each object", "touchstart",
                    '"reanchor"', 'id="reanchor"', 'id="undo"', 'id="start"', "boxes: boxes.map", '"Enter"'):
         assert needle in page
     assert "http://" not in page and "https://" not in page  # self-contained: no CDN
@@ -291,7 +296,7 @@ def test_stats_json_reflects_published_stats(view, clip):
 
 def test_box_roundtrip_and_validation(view, clip):
     url = view.url + "box"
-    status, doc = _post(url, b'{"x":1,"y":1,"w":5,"h":5}')
+    status, doc = _post(url, b'{"boxes": [[1, 1, 6, 6]]}')
     assert status == 409 and "no box was requested" in doc["error"]
     assert _get(view.url + "select.jpg")[0] == 404
 
@@ -305,12 +310,13 @@ def test_box_roundtrip_and_validation(view, clip):
 
     bad = {
         b"not json": "not valid JSON",
-        b'{"x":1,"y":2}': "x, y, w, h",
-        b"[1,2,3,4]": "x, y, w, h",
-        b'{"x":1,"y":2,"w":0,"h":5}': "positive",
-        b'{"x":1.5,"y":2,"w":3,"h":5}': "4 integers",
-        b'{"x":"1","y":2,"w":3,"h":5}': "4 integers",
-        b'{"x":150,"y":2,"w":30,"h":5}': "160x120",
+        b'{"x1":1,"y1":2}': "[[x1, y1, x2, y2], ...]",
+        b"[1,2,3,4]": "[[x1, y1, x2, y2], ...]",
+        b'{"x":20,"y":10,"w":60,"h":50}': "[[x1, y1, x2, y2], ...]",  # the old x,y,w,h form: refused, not guessed
+        b'{"boxes": [[1, 2, 1, 7]]}': "positive",
+        b'{"boxes": [[1.5, 2, 3, 5]]}': "4 integers",
+        b'{"boxes": [["1", 2, 3, 5]]}': "4 integers",
+        b'{"boxes": [[150, 2, 180, 7]]}': "160x120",
         b"[" * 4000: "not valid JSON",  # issue #13.6: was a RecursionError traceback and no response
         b'{"x":' * 800: "not valid JSON",
     }
@@ -319,22 +325,22 @@ def test_box_roundtrip_and_validation(view, clip):
         assert status == 400 and needle in doc["error"], (body, doc)
     assert _first_box(view, 0.05) is None  # nothing good posted yet
 
-    status, doc = _post(url, b'{"x": 20, "y": 10, "w": 60, "h": 50}')
-    assert status == 200 and doc["box"] == [20, 10, 60, 50]
-    assert _first_box(view, 5) == (20, 10, 60, 50)
+    status, doc = _post(url, b'{"boxes": [[20, 10, 80, 60]]}')
+    assert status == 200 and doc == {"ok": True, "boxes": [[20, 10, 80, 60]]}
+    assert _first_box(view, 5) == (20, 10, 80, 60)
     assert _first_box(view, 0.05) is None  # consumed
     assert json.loads(_get(view.url + "stats.json")[2])["state"] != "selecting"
-    assert _post(url, b'{"x":1,"y":1,"w":5,"h":5}')[0] == 409  # selection over
+    assert _post(url, b'{"boxes": [[1, 1, 6, 6]]}')[0] == 409  # selection over
 
 
 def test_several_boxes_roundtrip_in_order(view, clip):
     url = view.url + "box"
     view.request_box(clip.frames[0])
-    boxes = [{"x": 20, "y": 10, "w": 60, "h": 50}, {"x": 100, "y": 60, "w": 40, "h": 30}, {"x": 0, "y": 0, "w": 5, "h": 5}]
+    boxes = [[20, 10, 80, 60], [100, 60, 140, 90], [0, 0, 5, 5]]
     status, doc = _post(url, json.dumps({"boxes": boxes}).encode())
     assert status == 200 and doc["ok"] is True
-    assert doc["boxes"] == [[20, 10, 60, 50], [100, 60, 40, 30], [0, 0, 5, 5]]
-    assert view.wait_boxes(timeout=5) == [(20, 10, 60, 50), (100, 60, 40, 30), (0, 0, 5, 5)]
+    assert doc["boxes"] == boxes
+    assert view.wait_boxes(timeout=5) == [(20, 10, 80, 60), (100, 60, 140, 90), (0, 0, 5, 5)]
     assert view.wait_boxes(timeout=0.05) is None  # consumed
     assert json.loads(_get(view.url + "stats.json")[2])["state"] != "selecting"
     assert _post(url, json.dumps({"boxes": boxes}).encode())[0] == 409  # selection over
@@ -342,23 +348,35 @@ def test_several_boxes_roundtrip_in_order(view, clip):
     # A second selection on a new still: only the boxes posted for it.
     view.request_box(clip.frames[1])
     assert _post(url, json.dumps({"boxes": boxes[1:]}).encode())[0] == 200
-    assert view.wait_boxes(timeout=5)[0] == (100, 60, 40, 30)
+    assert view.wait_boxes(timeout=5)[0] == (100, 60, 140, 90)
 
 
 def test_as_many_boxes_as_the_cli_takes_are_accepted(view, clip):
     """Issue #18: the 4096-byte body limit refused more than about 157 boxes (413) although the CLI takes 254."""
     view.request_box(clip.frames[0])
-    boxes = [{"x": i % 100, "y": i % 80, "w": 8, "h": 4} for i in range(254)]
+    boxes = [[i % 100, i % 80, i % 100 + 8, i % 80 + 4] for i in range(254)]
     status, doc = _post(view.url + "box", json.dumps({"boxes": boxes}, indent=1).encode())
     assert status == 200 and len(doc["boxes"]) == 254, doc
     assert len(view.wait_boxes(timeout=5)) == 254
 
 
-def test_single_box_body_still_accepted(view, clip):
-    view.request_box(clip.frames[0])
-    status, doc = _post(view.url + "box", b'{"x": 20, "y": 10, "w": 60, "h": 50}')
-    assert status == 200 and doc["box"] == [20, 10, 60, 50] and doc["boxes"] == [[20, 10, 60, 50]]
-    assert view.wait_boxes(timeout=5) == [(20, 10, 60, 50)]
+def test_box_round_trip_web_leg_is_x1y1x2y2(view, clip):
+    """Issue #20.3: a box dragged on the page comes back as the same x1,y1,x2,y2 prompt: the reply, wait_boxes
+    and what rtvos.track takes as boxes= (the first frame's object stays inside it)."""
+    import rtvos
+
+    frame = clip.frames[0]
+    box = _bbox(clip.masks[0] > 0, pad=4, shape=frame.shape[:2])  # x, y, w, h
+    xyxy = [box[0], box[1], box[0] + box[2], box[1] + box[3]]
+    view.request_box(frame)
+    status, doc = _post(view.url + "box", json.dumps({"boxes": [xyxy]}).encode())
+    assert status == 200 and doc["boxes"] == [xyxy]
+    (got,) = view.wait_boxes(timeout=5)
+    assert list(got) == xyxy
+    with rtvos.track(np.stack(clip.frames[:2]), boxes=[got], model="default", device="cpu") as run:
+        first = next(iter(run))
+    ys, xs = np.nonzero(first.mask)
+    assert xs.size and xs.min() >= xyxy[0] and xs.max() < xyxy[2] and ys.min() >= xyxy[1] and ys.max() < xyxy[3]
 
 
 @pytest.mark.parametrize("path", ["box", "reanchor"])
@@ -367,33 +385,34 @@ def test_bad_box_lists_are_refused(view, clip, path):
     view.publish(clip.frames[1])
     called: list = []
     view.on_reanchor = called.append
-    ok = {"x": 20, "y": 10, "w": 60, "h": 50}
+    ok = [20, 10, 80, 60]
     bad = {
         b'{"boxes": []}': "no boxes",
-        b'{"boxes": {"x": 1}}': "must be a list",
-        json.dumps({"boxes": [ok, [1, 2, 3, 4]]}).encode(): "box 2 of 2 must be a JSON object",
-        json.dumps({"boxes": [ok, {"x": 1, "y": 2}]}).encode(): "box 2 of 2 must be a JSON object",
-        json.dumps({"boxes": [ok, {"x": 150, "y": 2, "w": 30, "h": 5}]}).encode(): "box 2 of 2: box 150,2,30,5",
-        json.dumps({"boxes": [{"x": 1, "y": 2, "w": 0, "h": 5}]}).encode(): "box 1 of 1: box 1,2,0,5",
-        json.dumps({"boxes": [{"x": 1.5, "y": 2, "w": 3, "h": 5}]}).encode(): "4 integers",
-        b'{"boxes": [' + b",".join([b'{"x":0,"y":0,"w":1,"h":1}'] * 300) + b"]}": "at most 254 boxes",
-        b'{"boxes": [' + b",".join([b'{"x":0,"y":0,"w":1,"h":1}'] * 1000) + b"]}": "body too large",
+        b'{"boxes": {"x1": 1}}': "must be a list",
+        json.dumps({"boxes": [ok, [1, 2, 3]]}).encode(): "box 2 of 2 must be [x1, y1, x2, y2]",
+        json.dumps({"boxes": [ok, {"x1": 1, "y1": 2}]}).encode(): "box 2 of 2 must be [x1, y1, x2, y2]",
+        json.dumps({"boxes": [ok, [150, 2, 180, 7]]}).encode(): "box 2 of 2: box 150,2,180,7",
+        json.dumps({"boxes": [[1, 2, 1, 7]]}).encode(): "box 1 of 1: box 1,2,1,7",
+        json.dumps({"boxes": [[1.5, 2, 3, 5]]}).encode(): "4 integers",
+        json.dumps({"boxes": [ok], "colour": 1}).encode(): "[[x1, y1, x2, y2], ...]",
+        b'{"boxes": [' + b",".join([b"[0,0,1,1]"] * 300) + b"]}": "at most 254 boxes",
+        b'{"boxes": [' + b",".join([b"[0,0,1,1]"] * 3000) + b"]}": "body too large",
         b'{"boxes": ' + b"[" * 2000 + b"]" * 2000 + b"}": "not valid JSON",  # nested: 400, as for /box
         b'{"boxes": [' + b'{"x":' * 700: "not valid JSON",
-        b"[]": "x, y, w, h",
+        b"[]": "[[x1, y1, x2, y2], ...]",
     }
     for body, needle in bad.items():
         status, doc = _post(view.url + path, body)
         assert status in (400, 413) and needle in doc["error"], (body[:60], doc)
         assert (status == 413) is (needle == "body too large")
-    out_of_frame = json.dumps({"boxes": [ok, {"x": 150, "y": 2, "w": 30, "h": 5}]}).encode()
+    out_of_frame = json.dumps({"boxes": [ok, [150, 2, 180, 7]]}).encode()
     assert "outside the 160x120 frame" in _post(view.url + path, out_of_frame)[1]["error"]
     assert view.wait_boxes(timeout=0.05) is None and called == []  # nothing was delivered
 
 
 def test_reanchor_without_callback_is_409(view, clip):
     view.publish(clip.frames[0])
-    status, doc = _post(view.url + "reanchor", b'{"boxes": [{"x": 1, "y": 1, "w": 5, "h": 5}]}')
+    status, doc = _post(view.url + "reanchor", b'{"boxes": [[1, 1, 6, 6]]}')
     assert status == 409 and doc["error"] == "re-anchoring is not available for this run"
     assert json.loads(_get(view.url + "stats.json")[2])["reanchor"] is False
 
@@ -401,7 +420,7 @@ def test_reanchor_without_callback_is_409(view, clip):
 def test_reanchor_calls_the_callback_with_boxes_checked_against_the_stream(view, clip):
     got: list[list[tuple[int, int, int, int]]] = []
     view.on_reanchor = got.append
-    body = json.dumps({"boxes": [{"x": 20, "y": 10, "w": 60, "h": 50}, {"x": 100, "y": 60, "w": 40, "h": 30}]})
+    body = json.dumps({"boxes": [[20, 10, 80, 60], [100, 60, 140, 90]]})
     status, doc = _post(view.url + "reanchor", body.encode())
     assert status == 409 and "no frame is being streamed" in doc["error"]  # nothing to draw on yet
     assert json.loads(_get(view.url + "stats.json")[2])["reanchor"] is False
@@ -409,8 +428,8 @@ def test_reanchor_calls_the_callback_with_boxes_checked_against_the_stream(view,
     view.publish(clip.frames[0])  # 160x120
     assert json.loads(_get(view.url + "stats.json")[2])["reanchor"] is True
     status, doc = _post(view.url + "reanchor", body.encode())
-    assert status == 200 and doc == {"ok": True, "boxes": [[20, 10, 60, 50], [100, 60, 40, 30]]}
-    assert got == [[(20, 10, 60, 50), (100, 60, 40, 30)]]
+    assert status == 200 and doc == {"ok": True, "boxes": [[20, 10, 80, 60], [100, 60, 140, 90]]}
+    assert got == [[(20, 10, 80, 60), (100, 60, 140, 90)]]
     # Bounds are the streamed frame's, not a selection frame's (none was requested here).
     view.publish(np.zeros((40, 50, 3), np.uint8))
     status, doc = _post(view.url + "reanchor", body.encode())
@@ -423,7 +442,7 @@ def test_reanchor_calls_the_callback_with_boxes_checked_against_the_stream(view,
         raise RuntimeError("pipeline gone")
 
     view.on_reanchor = boom
-    status, doc = _post(view.url + "reanchor", b'{"x": 1, "y": 1, "w": 5, "h": 5}')
+    status, doc = _post(view.url + "reanchor", b'{"boxes": [[1, 1, 6, 6]]}')
     assert status == 500 and "pipeline gone" in doc["error"]
 
 
@@ -432,7 +451,7 @@ def test_reanchor_security_checks(view, clip):
     view.on_reanchor = got.append
     view.publish(clip.frames[0])
     host = f"127.0.0.1:{view.port}"
-    body = b'{"boxes": [{"x": 20, "y": 10, "w": 60, "h": 50}]}'
+    body = b'{"boxes": [[20, 10, 80, 60]]}'
     status, doc = _raw(view, "POST", "/reanchor", {"Host": host, "Content-Type": "text/plain"}, body)
     assert status == 415 and "/reanchor" in json.loads(doc)["error"]
     status, _ = _raw(view, "POST", "/reanchor", {"Host": host, "Content-Type": "application/json",
@@ -443,7 +462,7 @@ def test_reanchor_security_checks(view, clip):
     assert got == []
     status, _ = _raw(view, "POST", "/reanchor", {"Host": host, "Content-Type": "application/json",
                                                  "Origin": f"http://{host}"}, body)
-    assert status == 200 and got == [[(20, 10, 60, 50)]]
+    assert status == 200 and got == [[(20, 10, 80, 60)]]
 
 
 def test_close_unblocks_waiting_stream_clients_and_wait_boxes(clip):
@@ -558,6 +577,12 @@ def _wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
         time.sleep(0.1)
 
 
+def _fps(driver) -> float:
+    """The page's fps readout; 0 while it shows none ("–")."""
+    text = driver.find_element("id", "fps").text
+    return float(text) if text.replace(".", "", 1).isdigit() else 0.0
+
+
 def _save_artifact(driver, tmp_path: Path, name: str) -> Path:
     path = tmp_path / name
     assert driver.save_screenshot(str(path))
@@ -625,15 +650,14 @@ def test_browser_page_shows_stream_and_drag_selects_a_box(browser, tmp_path, cap
             browser.get(url)
             _wait_for(lambda: browser.execute_script("return document.getElementById('stream').naturalWidth") == 854,
                       what="the MJPEG <img> to show a frame")
-            fps = _wait_for(lambda: float(browser.find_element("id", "fps").text or 0) > 0 and
-                            float(browser.find_element("id", "fps").text), what="the fps counter")
+            fps = _wait_for(lambda: _fps(browser), what="the fps counter")
             assert fps > 0
             assert _wait_for(lambda: browser.find_element("id", "latency").text == "12.5", what="latency")
             assert browser.find_element("id", "state").text == "segmenting"
 
             view.request_box(big.frames[0])
             _wait_for(lambda: browser.find_element("id", "canvas").is_displayed(), what="the selection canvas")
-            assert browser.find_element("id", "state").text == "drag a box around the object"
+            assert browser.find_element("id", "state").text == "drag a box around each object"
             assert not browser.find_element("id", "stream").is_displayed()
             natural = tuple(browser.execute_script(
                 "const c = document.getElementById('canvas'); return [c.width, c.height];"))
@@ -650,7 +674,7 @@ def test_browser_page_shows_stream_and_drag_selects_a_box(browser, tmp_path, cap
             box = _first_box(view, 20)
             assert box is not None, "the page did not post the dragged box"
             tol = 1.5 / min(sx, sy) + 1  # one CSS pixel of rounding at each end, in image pixels
-            assert all(abs(a - b) <= tol for a, b in zip(box, target)), (box, target, tol)
+            assert all(abs(a - b) <= tol for a, b in zip(box, _xyxy(target))), (box, target, tol)
 
             _wait_for(lambda: browser.find_element("id", "stream").is_displayed(), what="the stream after the drag")
             _wait_for(lambda: browser.find_element("id", "state").text == "segmenting", what="state 'segmenting'")
@@ -667,7 +691,7 @@ def test_browser_page_shows_stream_and_drag_selects_a_box(browser, tmp_path, cap
             boxes = view.wait_boxes(timeout=20)
             assert boxes is not None and len(boxes) == 2, f"the page did not post the boxes dragged by touch: {boxes}"
             for box, want in zip(boxes, (finger, second)):
-                assert all(abs(a - b) <= tol for a, b in zip(box, want)), (box, want, tol)
+                assert all(abs(a - b) <= tol for a, b in zip(box, _xyxy(want))), (box, want, tol)
             _wait_for(lambda: browser.find_element("id", "stream").is_displayed(), what="the stream after the touch drag")
             frames_before = pub.count
             _wait_for(lambda: pub.count > frames_before + 3, what="more frames")
@@ -677,6 +701,32 @@ def test_browser_page_shows_stream_and_drag_selects_a_box(browser, tmp_path, cap
         view.close()
     browser.get("about:blank")  # the browser drops its MJPEG connection: quietly
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_browser_header_fits_one_line_at_1280_and_says_what_is_shown(browser):
+    """Issue #20.8: the header read "waiting for frames · 0 fps" while frames showed, said "the object" where the
+    hint said "each object", and wrapped at 1280 px."""
+    frame = make_synthetic_clip(num_frames=1, height=480, width=854, seed=4).frames[0]
+    # What LiveViewSink publishes on a real run (the stats row the header shows in small print).
+    stats = {"fps": 24.96, "latency_ms": 155.2, "p95_ms": 201.0, "dropped": 0, "frame": 1234, "source_index": 1234,
+             "step_ms": 25.3, "objects": 3, "decode_ms": 4.1, "write_ms": 12.7}
+    with LiveView(port=0) as view:
+        browser.set_window_size(1280, 800)
+        view.publish(frame, stats)
+        browser.get(view.url)
+        _wait_for(lambda: browser.execute_script("return document.getElementById('stream').naturalWidth") == 854,
+                  what="the frame")
+        _wait_for(lambda: browser.find_element("id", "state").text == "segmenting", what="state 'segmenting'")
+        assert _fps(browser) == 24.96 or browser.find_element("id", "fps").text == "25.0"
+        one_line = browser.execute_script("return document.getElementById('state').getBoundingClientRect().height")
+        header = browser.execute_script("return document.querySelector('header').getBoundingClientRect().height")
+        assert header < 2 * one_line + 16, (header, one_line)  # one line plus padding
+        view.finish()  # the run ended: the page says so, the last frame stays
+        _wait_for(lambda: browser.find_element("id", "state").text.startswith("ended"), what="state 'ended'")
+        view.request_box(frame)
+        _wait_for(lambda: browser.find_element("id", "canvas").is_displayed(), what="the selection canvas")
+        assert "each object" in browser.find_element("id", "state").text
+        assert "each object" in browser.find_element("id", "hint").text
 
 
 def test_browser_drag_starts_segmentation_end_to_end(browser, tmp_path):
@@ -700,7 +750,7 @@ def test_browser_drag_starts_segmentation_end_to_end(browser, tmp_path):
             if box is None:
                 return
             result["box"] = box
-            first = box_to_mask(clip.frames[0], box)
+            first = box_to_mask(clip.frames[0], to_xywh(box))
             result["first_mask"] = first
             seg.step(clip.frames[0], first)
             view.publish(overlay(clip.frames[0], first), {})
@@ -734,7 +784,7 @@ def test_browser_drag_starts_segmentation_end_to_end(browser, tmp_path):
         assert _iou(result["first_mask"], clip.masks[0]) >= 0.8  # the dragged box found the object
         _wait_for(lambda: browser.find_element("id", "state").text == "segmenting", what="state 'segmenting'")
         # The page polls every 500 ms: wait for a poll that saw the per-frame stats, not the anchor frame's {}.
-        _wait_for(lambda: float(browser.find_element("id", "fps").text or 0) > 0, what="the fps counter")
+        _wait_for(lambda: _fps(browser) > 0, what="the fps counter")
         _wait_for(lambda: browser.find_element("id", "latency").text != "–", what="the latency readout")
 
         raw, last_overlay, mask = history[-1]
@@ -799,7 +849,7 @@ def test_cross_origin_and_rebinding_requests_are_refused(view, clip):
     """Issue #13.7: no cross-origin writes, no text/plain POSTs, no foreign Host (DNS rebinding)."""
     view.request_box(clip.frames[1])
     host = f"127.0.0.1:{view.port}"
-    box = b'{"x": 20, "y": 10, "w": 60, "h": 50}'
+    box = b'{"boxes": [[20, 10, 80, 60]]}'
     status, _ = _raw(view, "POST", "/box", {"Host": host, "Content-Type": "application/json",
                                             "Origin": "http://evil.example"}, box)
     assert status == 403
@@ -812,4 +862,4 @@ def test_cross_origin_and_rebinding_requests_are_refused(view, clip):
     assert _first_box(view, 0.05) is None  # none of them started anything
     status, _ = _raw(view, "POST", "/box", {"Host": f"localhost:{view.port}", "Content-Type": "application/json",
                                             "Origin": f"http://localhost:{view.port}"}, box)
-    assert status == 200 and _first_box(view, 5) == (20, 10, 60, 50)
+    assert status == 200 and _first_box(view, 5) == (20, 10, 80, 60)

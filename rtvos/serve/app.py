@@ -9,65 +9,57 @@
     GET    /healthz                  {"ok": true, "engine": ..., "streams": N}
 
 Errors are 4xx with a one-line JSON body ``{"error": "..."}``: 400 bad input (bad YAML, a bad box, a missing
-file), 404 unknown stream id, 409 a stream id already running, 413 a body over 64 KiB, 422 a body that is not a
-stream spec. On a loopback address only loopback Host headers are accepted (no DNS rebinding).
+file), 404 unknown stream id, 409 a stream id already running, 413 a body over 64 KiB, 415 a body that is
+neither JSON nor YAML, 422 a body that is not a stream spec; 421 a non-loopback Host on a loopback address (no DNS
+rebinding) and 403 a cross-origin write, as for every rtvos server (`rtvos.server.Guard`).
+
+With a `rtvos.web.LiveHub`, the live view of every stream is served here too: ``/live/`` (all streams on one
+page) and ``/live/<id>/`` (one stream: MJPEG, stats, re-anchoring by dragging boxes).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import ValidationError
 
 from ..io.base import InputError
+from ..server import Guard, error_body, install_error_handlers
 from .config import ReanchorRequest, StreamSpec, one_line_validation, parse_config
 from .engine import Engine
 from .metrics import CONTENT_TYPE_LATEST, Metrics
 
-__all__ = ["MAX_BODY", "create_app", "is_loopback"]
+if TYPE_CHECKING:
+    from ..web import LiveHub
+
+__all__ = ["MAX_BODY", "create_app"]
 
 MAX_BODY = 64 * 1024
-_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+_YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 
 
-def is_loopback(host: str) -> bool:
-    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+def _error(status: int, message: str) -> Response:
+    return Response(error_body(message), status_code=status, media_type="application/json")
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": " ".join(str(message).split())}, status_code=status)
-
-
-def create_app(engine: Engine, metrics: Metrics, *, base: Path | None = None, loopback: bool = True) -> FastAPI:
-    """The API over ``engine``; relative paths in added streams are taken from ``base`` (the streams file's folder)."""
+def create_app(engine: Engine, metrics: Metrics, *, base: Path | None = None, loopback: bool = True,
+               hub: LiveHub | None = None) -> FastAPI:
+    """The API over ``engine``; relative paths in added streams are taken from ``base`` (the streams file's folder).
+    ``hub``: the streams' live views, served under ``/live/``."""
     from .. import __version__
 
     app = FastAPI(title="rtvos serve", version=__version__,
                   description="Many video streams segmented by one rtvos service: list, add, remove, re-anchor.")
     root = base or Path.cwd()
+    install_error_handlers(app)
+    app.add_middleware(Guard, loopback=loopback, max_body=MAX_BODY, content_types=("application/json", *_YAML_TYPES))
+    if hub is not None:
+        from ..web import add_hub_routes
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Any) -> Any:
-        if loopback:
-            text = request.headers.get("host", "")
-            host = text[1:text.index("]")] if text.startswith("[") and "]" in text else text.rsplit(":", 1)[0]
-            if host not in _LOOPBACK_HOSTS:
-                return _error(403, f"Host {host!r} refused: this service only answers on loopback")
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > MAX_BODY:
-            return _error(413, f"request body of {length} bytes is over the {MAX_BODY} byte limit")
-        return await call_next(request)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, err: RequestValidationError) -> JSONResponse:
-        e = err.errors()[0] if err.errors() else {}
-        loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
-        msg = str(e.get("msg", "invalid request")).removeprefix("Value error, ")
-        return _error(422, f"{loc}: {msg}" if loc else msg)
+        add_hub_routes(app, hub)
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
@@ -86,7 +78,7 @@ def create_app(engine: Engine, metrics: Metrics, *, base: Path | None = None, lo
             return _error(413, f"request body of {len(body)} bytes is over the {MAX_BODY} byte limit")
         kind = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
         try:
-            if kind in ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"):
+            if kind in _YAML_TYPES:
                 import yaml
 
                 try:
@@ -136,6 +128,8 @@ def create_app(engine: Engine, metrics: Metrics, *, base: Path | None = None, lo
         except KeyError:
             return _error(404, f"no stream {stream_id!r}")
         metrics.forget(stream_id)
+        if hub is not None:
+            hub.remove(stream_id)
         return out
 
     @app.post("/streams/{stream_id}/reanchor", status_code=202)
