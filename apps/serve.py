@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -37,31 +36,6 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _serve_in_thread(app: Any, host: str, port: int) -> tuple[Any, threading.Thread, str]:
-    """uvicorn on its own thread (no signal handlers there: Ctrl-C/SIGTERM stay with the model loop)."""
-    import socket
-
-    import uvicorn
-
-    from rtvos.io import InputError
-
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as err:
-        sock.close()
-        raise InputError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
-    sock.listen(64)
-    bound = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="rtvos-api", daemon=True)
-    thread.start()
-    url = f"http://{'[' + host + ']' if ':' in host else host}:{bound}"
-    return server, thread, url
-
-
 def run(args: argparse.Namespace) -> int:
     from rtvos.io import InputError
 
@@ -70,9 +44,11 @@ def run(args: argparse.Namespace) -> int:
         import uvicorn  # noqa: F401
     except ImportError as err:
         raise InputError(f"rtvos serve needs the serve extra: pip install 'rtvos[serve]' ({err})") from None
-    from rtvos.serve.app import create_app, is_loopback
+    from rtvos.serve.app import create_app
     from rtvos.serve.config import load_config
     from rtvos.serve.metrics import Metrics
+    from rtvos.server import HttpServer, is_loopback
+    from rtvos.web import LiveHub
 
     cfg = load_config(args.streams)
     if not cfg.streams and args.until_done:
@@ -86,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(max(1, args.threads))
     engine: Any
+    hub = None
     if args.engine == "ray":
         from rtvos.serve.ray_engine import RayEngine
 
@@ -93,8 +70,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         from rtvos.serve.engine import LocalEngine
 
-        engine = LocalEngine(**opts)
-    server = thread = None
+        hub = LiveHub()
+        engine = LocalEngine(**opts, hub=hub)
+    server = None
     try:
         for spec in cfg.streams:
             try:
@@ -104,10 +82,13 @@ def run(args: argparse.Namespace) -> int:
         if args.until_done and not any(not r["live"] for r in engine.status()):
             raise InputError("--until-done: every stream is live (a camera never ends); leave it out for a service")
         metrics = Metrics(engine.status)
-        app = create_app(engine, metrics, base=Path(args.streams).parent.absolute(), loopback=is_loopback(args.host))
-        server, thread, url = _serve_in_thread(app, args.host, args.port)
+        app = create_app(engine, metrics, base=Path(args.streams).parent.absolute(), loopback=is_loopback(args.host),
+                         hub=hub)
+        server = HttpServer(app, args.host, args.port, name="rtvos-api", what="listen")
+        url = server.url.rstrip("/")
+        live = f", live view {url}/live/" if hub is not None else ""
         print(f"rtvos serve: {len(cfg.streams)} stream(s) on engine {engine.name}; API {url} (docs {url}/docs, "
-              f"metrics {url}/metrics)", file=sys.stderr, flush=True)
+              f"metrics {url}/metrics{live})", file=sys.stderr, flush=True)
         try:
             engine.run(until_done=args.until_done, on_frame=metrics.observe)
             reason = "all file streams ended" if args.until_done else "stopped"
@@ -115,10 +96,10 @@ def run(args: argparse.Namespace) -> int:
             reason = "SIGTERM" if type(e).__name__ == "_Terminated" else "Ctrl-C"
         rows = engine.status()
     finally:
+        if hub is not None:
+            hub.close()  # ends the MJPEG responses, so the server stops at once
         if server is not None:
-            server.should_exit = True
-        if thread is not None:
-            thread.join(10)
+            server.close()
         engine.close()
     print(f"rtvos serve: {reason}; {len(rows)} stream(s)", file=sys.stderr)
     if not args.quiet:

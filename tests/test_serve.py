@@ -202,3 +202,78 @@ def test_the_operator_docs_streams_file_is_valid():
     cfg = parse_config(block, "docs/serve.md")
     assert [s.id for s in cfg.streams] == ["cam1", "door", "archive"]
     assert cfg.streams[2].all_boxes_xyxy == [(10, 10, 60, 90), (200, 40, 260, 100)]
+
+
+def test_live_view_shows_each_stream_cheaply(clips, tmp_path):
+    """Issue #19: `rtvos serve` shows every stream in the live view on its own server (/live/); a stream's overlay
+    is drawn only while a browser watches it, and at most LIVE_VIEW_FPS times a second."""
+    import http.client
+    import urllib.error
+    import urllib.request
+
+    from rtvos.serve.app import create_app
+    from rtvos.serve.config import StreamSpec
+    from rtvos.serve.engine import LIVE_VIEW_FPS, LocalEngine
+    from rtvos.serve.metrics import Metrics
+    from rtvos.server import HttpServer
+    from rtvos.web import LiveHub
+
+    _, _, c = clips  # 200 frames, paced at the clip's rate: it runs for seconds
+    hub = LiveHub()
+    engine = LocalEngine(size=64, backend="eager", device="cpu", hub=hub)
+    metrics = Metrics(engine.status)
+    loop = threading.Thread(target=engine.run, kwargs={"on_frame": metrics.observe})
+    loop.start()
+    server = HttpServer(create_app(engine, metrics, hub=hub), "127.0.0.1", 0)
+    base = server.url.rstrip("/")
+    conn = None
+    try:
+        for sid in ("cam1", "cam2"):
+            engine.add(StreamSpec.model_validate({"id": sid, "source": str(c.video), "mask": str(c.first_mask),
+                                                  "pace": True}))
+        page = urllib.request.urlopen(base + "/live/", timeout=10).read().decode()
+        assert "stream.mjpg" in page and "../streams" in page
+        assert b"each object" in urllib.request.urlopen(base + "/live/cam1/", timeout=10).read()
+        deadline = time.time() + 60
+        while engine.status("cam1")[0]["frames"] < 10 and time.time() < deadline:
+            time.sleep(0.1)
+        doc = json.loads(urllib.request.urlopen(base + "/live/cam1/stats.json", timeout=10).read())
+        assert doc["state"] == "segmenting" and doc["stats"]["frame"] >= 5
+        assert doc["frames"] == 0, "an overlay was drawn while nobody watched"
+
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=20)
+        conn.request("GET", "/live/cam1/stream.mjpg")
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.getheader("Content-Type").startswith("multipart/x-mixed-replace")
+        jpegs, t0 = [], time.monotonic()
+        while len(jpegs) < 8:
+            line = resp.readline()
+            if line.lower().startswith(b"content-length:"):
+                resp.readline()
+                jpegs.append(resp.read(int(line.split(b":")[1])))
+        rate = (len(jpegs) - 1) / (time.monotonic() - t0)
+        assert rate <= LIVE_VIEW_FPS * 1.5, rate  # the clip runs at 25 fps; the view draws at most 10
+        import cv2
+        import numpy as np
+
+        assert cv2.imdecode(np.frombuffer(jpegs[-1], np.uint8), cv2.IMREAD_COLOR).shape == (96, 128, 3)
+        assert json.loads(urllib.request.urlopen(base + "/live/cam2/stats.json", timeout=10).read())["frames"] == 0
+
+        try:
+            urllib.request.urlopen(base + "/live/nope/stats.json", timeout=10)
+            raise AssertionError("an unknown stream answered")
+        except urllib.error.HTTPError as e:
+            assert e.code == 404 and "nope" in json.loads(e.read())["error"]
+        bad = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        bad.request("GET", "/live/cam1/stats.json", headers={"Host": "evil.example"})
+        assert bad.getresponse().status == 421
+        bad.close()
+    finally:
+        if conn is not None:
+            conn.close()
+        hub.close()
+        server.close()
+        engine.stop()
+        loop.join(60)
+        engine.close()
+    assert not loop.is_alive()

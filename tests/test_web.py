@@ -281,6 +281,34 @@ def test_stream_sends_newest_frame_only(view):
         conn.close()
 
 
+def test_a_slow_mjpeg_client_never_stalls_publish_nor_other_clients(view):
+    """A client that stops reading (its socket buffers fill) holds up only itself: publish stays a copy, and
+    another client still gets the newest frame."""
+    rng = np.random.default_rng(0)
+    noisy = [rng.integers(0, 255, (480, 640, 3), dtype=np.uint8) for _ in range(4)]  # ~300 KB JPEGs
+    slow = socket.create_connection(("127.0.0.1", view.port), timeout=10)
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.sendall(f"GET /stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1:{view.port}\r\n\r\n".encode())
+    try:
+        worst = 0.0
+        for i in range(120):  # ~36 MB of JPEG if it were all sent: far more than the socket buffers hold
+            t = time.perf_counter()
+            view.publish(noisy[i % 4], {"frame": i})
+            worst = max(worst, time.perf_counter() - t)
+            time.sleep(0.005)
+        assert worst < 0.5, f"publish waited {worst:.2f} s for a client"  # a copy takes ~1 ms
+        assert view.watchers >= 1
+        view.publish(np.full((48, 64, 3), 200, np.uint8))
+        conn, resp, boundary = _open_stream(view)
+        try:
+            (first,) = _read_parts(resp, boundary, 1)
+            assert abs(int(cv2.imdecode(np.frombuffer(first, np.uint8), cv2.IMREAD_GRAYSCALE).mean()) - 200) <= 2
+        finally:
+            conn.close()
+    finally:
+        slow.close()
+
+
 def test_stats_json_reflects_published_stats(view, clip):
     doc = json.loads(_get(view.url + "stats.json")[2])
     assert doc["state"] == "waiting" and doc["frames"] == 0

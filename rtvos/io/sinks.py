@@ -10,6 +10,7 @@ run and reaches the caller.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -413,25 +414,39 @@ class WindowSink(Sink):
 
 
 class LiveViewSink(Sink):
-    """Publishes the overlay and running stats to a :class:`rtvos.web.LiveView` (never blocks the pipeline).
+    """Publishes the overlay and running stats to a live view (a :class:`rtvos.web.LiveView` or one stream's
+    :class:`rtvos.web.ViewChannel`); never blocks the pipeline.
 
-    The view belongs to the caller (it may have been used to pick the first box), so closing the sink does not
-    close the view.
+    Drawing the overlay is the cost, so a view that many streams feed (``rtvos serve``) can ask for it only while
+    a browser watches (``only_watched``) and at most ``max_fps`` times a second; the stats go out every frame.
+    The view belongs to the caller (it may have been used to pick the first box), so closing the sink only
+    marks the run ended there (the page keeps its last frame); it does not close the view.
     """
 
     name = "live"
 
-    def __init__(self, view: Any) -> None:
+    def __init__(self, view: Any, *, max_fps: float | None = None, only_watched: bool = False) -> None:
+        if max_fps is not None and not max_fps > 0:
+            raise ValueError(f"max_fps must be > 0, got {max_fps}")
         self.view = view
+        self.min_period_s = 0.0 if max_fps is None else 1.0 / max_fps
+        self.only_watched = only_watched
+        self._last_s = -math.inf
 
     def write(self, item: SegmentedFrame) -> None:
-        image = item.overlay()
         t = time.perf_counter()
         stats = dict(item.live)
         stats.update(frame=item.n, source_index=item.frame.index, step_ms=round(item.step_ms, 1),
                      objects=len([i for i in item.step.object_ids if i != 0]))
-        self.view.publish(image, stats)
+        if (self.only_watched and not self.view.watchers) or t - self._last_s < self.min_period_s:
+            self.view.publish_stats(stats)
+        else:
+            self._last_s = t
+            self.view.publish(item.overlay(), stats)
         item.stages_ms[self.name] = (time.perf_counter() - t) * 1e3
+
+    def close(self) -> None:
+        self.view.finish()
 
     def describe(self) -> str | None:
         url = getattr(self.view, "url", None)

@@ -68,15 +68,22 @@ def source_of(spec: StreamSpec) -> str | int:
     return int(s) if isinstance(s, str) and s.isdigit() else s
 
 
+#: The most overlays a second a stream draws for its live view, and only while a browser watches it: the view
+#: of N streams must not cost N full-rate overlays and JPEGs.
+LIVE_VIEW_FPS = 10.0
+
+
 class LocalEngine:
-    """Every stream in this process, through one model (`rtvos.MultiTracker`); `run` is the model loop."""
+    """Every stream in this process, through one model (`rtvos.MultiTracker`); `run` is the model loop.
+    ``hub`` (a `rtvos.web.LiveHub`): each stream is also shown in the live view."""
 
     name = "local"
 
     def __init__(self, model: Any = "default", *, size: int | None = None, backend: str = "auto",
-                 device: str = "auto") -> None:
+                 device: str = "auto", hub: Any = None) -> None:
         from ..multi import MultiTracker, StreamStatus
 
+        self.hub = hub
         self._until_done = False
         self.multi = MultiTracker(model, size=size, backend=backend, device=device, keep_alive=True,
                                   on_end=self._on_end)
@@ -86,6 +93,10 @@ class LocalEngine:
         if any(s.id == spec.id and s.state in ("starting", "running") for s in self.multi.status()):
             raise InputError(f"stream {spec.id!r} already exists")  # before its output folder is looked at
         sinks = build_sinks(spec)
+        if self.hub is not None:  # first: what a person watches gets each frame before the encoders
+            from ..io.sinks import LiveViewSink
+
+            sinks.insert(0, LiveViewSink(self.hub.open(spec.id), max_fps=LIVE_VIEW_FPS, only_watched=True))
         self.multi.add(spec.id, source_of(spec), mask=spec.mask, boxes=spec.all_boxes_xyxy or None,
                        points=spec.points or None, sinks=sinks, max_frames=spec.max_frames, policy=spec.policy,
                        transport=spec.transport, pace=spec.pace)
