@@ -60,7 +60,12 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
                      help="write into an output folder that already holds results (its old frame PNGs are removed)")
     out.add_argument("--show", action="store_true", help="show the overlay in a window (needs a display)")
     out.add_argument("--serve", metavar="HOST:PORT",
-                     help="live view in the browser (MJPEG), e.g. 127.0.0.1:8080 or :8080 (port 0: any free port)")
+                     help="live view in the browser (MJPEG), e.g. 127.0.0.1:8080 or :8080 (port 0: any free port); "
+                          "the page stays up after the source ends, until Ctrl-C")
+    out.add_argument("--exit-at-end", action="store_true",
+                     help="with --serve: exit when the source ends instead of keeping the page up (scripts)")
+    out.add_argument("--no-pace", action="store_true",
+                     help="with --serve or --show on a file: run flat out instead of at the clip's frame rate")
     model = p.add_argument_group("model")
     model.add_argument("--model", default="default",
                        help="'default' (DIS flow + appearance, no network), a name `rtvos info` lists, or a checkpoint path")
@@ -198,6 +203,7 @@ def run_stream(
     kwargs = {k: v for k, v in (("transport", args.transport), ("policy", args.policy)) if v is not None}
     src = open_source(source, **kwargs)
     view: Any = None
+    lingering: Any = None
     try:
         outs = outputs(src) if callable(outputs) else outputs
         if first_mask is None and not boxes and not points and outs.serve is None:
@@ -237,8 +243,11 @@ def run_stream(
             print(f"rtvos {cmd}: {view.describe()}", file=sys.stderr, flush=True)
         sinks = _build_sinks(outs, palette, view, src)
         provider = _first_mask_provider(cmd, args, first_mask, mask_path, source, view)
+        # A person watching a file sees it at its own frame rate, not as fast as it decodes.
+        pace = (outs.serve is not None or outs.show) and not getattr(args, "no_pace", False)
         tracking = rtvos.track(src, mask=provider, model=seg, sinks=sinks, max_frames=args.max_frames,
-                               policy=args.policy, progress="off" if args.quiet else "auto", palette=palette)
+                               policy=args.policy, progress="off" if args.quiet else "auto", palette=palette,
+                               pace=pace)
         if view is not None:
             from rtvos.io.prompt import prompts_to_mask
             from rtvos.web import to_xywh  # the live view gives x1,y1,x2,y2
@@ -254,6 +263,8 @@ def run_stream(
                 tracking.pipeline.stop("SIGTERM" if type(stop).__name__ == "_Terminated" else "Ctrl-C")
                 tracking.close()
             summary = tracking.summary()
+            if view is not None and summary.frames and not summary.interrupted and not getattr(args, "exit_at_end", False):
+                lingering, view = view, None  # closed once the summary is printed and the user quits
         except BaseException:
             tracking.close()  # flush every sink first: what the line below reports is what stays on disk
             done = tracking.summary().frames
@@ -277,7 +288,22 @@ def run_stream(
     for sink in sinks:
         if sink.name != "live" and (line := sink.describe()):
             print(line)
+    if lingering is not None:
+        _keep_serving(cmd, lingering)
     return 0
+
+
+def _keep_serving(cmd: str, view: Any) -> None:
+    """Keep the page up after the run, so the person watching sees the end, until Ctrl-C (or SIGTERM)."""
+    print(f"rtvos {cmd}: the source has ended; the live view stays up at {view.url} until Ctrl-C",
+          file=sys.stderr, flush=True)
+    try:
+        view.finish()
+        view.wait_closed()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        view.close()
 
 
 def _same_file(a: Path, b: Path) -> bool:

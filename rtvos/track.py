@@ -23,6 +23,7 @@ import numpy as np
 
 from .io.base import Frame, FrameSource, FrameSourceBase, InputError
 from .io.masks import DAVIS_PALETTE, check_mask_size, read_mask
+from .io.pace import paced
 from .io.prompt import Box, Point, check_box, check_point, prompts_to_mask
 from .io.sinks import Sink
 from .pipeline import Pipeline, PipelineConfig, PipelineSummary, Progress
@@ -244,6 +245,7 @@ def track(
     max_frames: int | None = None,
     policy: str | None = None,
     transport: str | None = None,
+    pace: bool = False,
     sinks: Sequence[Sink] = (),
     progress: Progress = "off",
     threaded: bool = True,
@@ -260,7 +262,9 @@ def track(
     ``model``: "default", a name `rtvos.models.model_names()` lists, a checkpoint path, a loaded model or a
     ready `Segmenter` (one run at a time: a second concurrent run on it raises RuntimeError). ``appearance``:
     "grid" (the causal colour model fused with the propagated scores), "none", or None: grid wherever it
-    applies (soft propagation at frame resolution). ``palette`` (256×3) colours the PNGs (default: the mask
+    applies (soft propagation at frame resolution). ``pace``: hand a file's frames out at its frame rate, as a
+    camera would (what a person watching expects; `rtvos.io.pace`), instead of as fast as they decode; live
+    sources are real time anyway. ``palette`` (256×3) colours the PNGs (default: the mask
     PNG's, else DAVIS's). ``sinks`` (e.g. `rtvos.io.sinks.MaskSink`) run on the writer thread as in the CLI.
     Misuse (a bad prompt, a missing file) raises `InputError` here, before the model loads.
     """
@@ -269,6 +273,8 @@ def track(
     config = PipelineConfig(max_frames=max_frames, progress=progress, threaded=threaded,
                             drop_stale=False if policy == "block" else None)
     src = _open(source, bgr=bgr, fps=fps, policy=policy, transport=transport)
+    if pace:
+        src = paced(src)
     try:
         if isinstance(first, np.ndarray) and src.size[0] > 0:
             check_mask_size(first, src.size, "mask", str(src.name))

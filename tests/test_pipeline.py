@@ -483,7 +483,7 @@ def test_segment_serve_takes_the_first_box_from_the_browser(synth, tmp_path):
     result: list[int] = []
     app = threading.Thread(target=lambda: result.append(main(
         ["segment", str(paths.video), "--serve", f"127.0.0.1:{port}", "--out", str(out), "--model", "rpmnet_r18",
-         "--size", str(S), "--quiet"])))
+         "--size", str(S), "--quiet", "--exit-at-end"])))
     app.start()
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
