@@ -40,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
     from rtvos.io import InputError
 
     try:
-        import fastapi  # noqa: F401
-        import uvicorn  # noqa: F401
+        import prometheus_client  # noqa: F401
+        import yaml  # noqa: F401
     except ImportError as err:
         raise InputError(f"rtvos serve needs the serve extra: pip install 'rtvos[serve]' ({err})") from None
     from rtvos.serve.app import create_app

@@ -891,3 +891,18 @@ def test_cross_origin_and_rebinding_requests_are_refused(view, clip):
     status, _ = _raw(view, "POST", "/box", {"Host": f"localhost:{view.port}", "Content-Type": "application/json",
                                             "Origin": f"http://localhost:{view.port}"}, box)
     assert status == 200 and _first_box(view, 5) == (20, 10, 80, 60)
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["serve", "--help"], ["segment", "--help"]])
+def test_cli_start_up_does_not_load_the_server_stack(argv):
+    """FastAPI/uvicorn are core dependencies now, for the live view; the CLI loads them only to serve."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "rtvos", *argv], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert "rtvos.apps.cli" in imported
+    stack = {"fastapi", "starlette", "uvicorn", "pydantic", "rtvos.web", "rtvos.server"}
+    assert not stack & imported, sorted(stack & imported)
