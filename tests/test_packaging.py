@@ -54,7 +54,7 @@ def test_wheel_in_throwaway_venv(tmp_path: Path) -> None:
     tops = {n.split("/")[0] for n in names}
     assert tops == {"rtvos", wheel.name.split("-py")[0] + ".dist-info"}, sorted(tops)
     for sub in ("apps/cli.py", "training/distill.py", "engines/build.py", "plugins/deform_conv_plugin.py", "__main__.py",
-                "static/live.html"):
+                "static/live.html", "static/streams.html"):
         assert f"rtvos/{sub}" in names, sub
 
     venv = tmp_path / "venv"
