@@ -389,9 +389,6 @@ class LiveView:
     def wait_boxes(self, timeout: float | None = None) -> list[Box] | None:
         return self.channel.wait_boxes(timeout)
 
-    def stats_doc(self) -> dict[str, Any]:
-        return self.channel.stats_doc()
-
 
 class LiveHub:
     """One `ViewChannel` per stream of ``rtvos serve``; served under ``/live/`` by the service's own server."""
@@ -420,10 +417,6 @@ class LiveHub:
             ch = self._channels.pop(stream_id, None)
         if ch is not None:
             ch.close()
-
-    def ids(self) -> list[str]:
-        with self._lock:
-            return list(self._channels)
 
     def close(self) -> None:
         with self._lock:
