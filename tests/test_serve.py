@@ -258,6 +258,10 @@ def test_live_view_shows_each_stream_cheaply(clips, tmp_path):
 
         assert cv2.imdecode(np.frombuffer(jpegs[-1], np.uint8), cv2.IMREAD_COLOR).shape == (96, 128, 3)
         assert json.loads(urllib.request.urlopen(base + "/live/cam2/stats.json", timeout=10).read())["frames"] == 0
+        # Boxes dragged on a stream's page re-anchor that stream (x1,y1,x2,y2).
+        req = urllib.request.Request(base + "/live/cam1/reanchor", data=b'{"boxes": [[10, 10, 60, 50]]}',
+                                     headers={"Content-Type": "application/json"}, method="POST")
+        assert json.loads(urllib.request.urlopen(req, timeout=10).read()) == {"ok": True, "boxes": [[10, 10, 60, 50]]}
 
         try:
             urllib.request.urlopen(base + "/live/nope/stats.json", timeout=10)

@@ -96,7 +96,10 @@ class LocalEngine:
         if self.hub is not None:  # first: what a person watches gets each frame before the encoders
             from ..io.sinks import LiveViewSink
 
-            sinks.insert(0, LiveViewSink(self.hub.open(spec.id), max_fps=LIVE_VIEW_FPS, only_watched=True))
+            view = self.hub.open(spec.id)
+            # Boxes dragged on the stream's page (x1,y1,x2,y2, as MultiTracker takes them) re-anchor it.
+            view.on_reanchor = lambda boxes, sid=spec.id: self.multi.reanchor(sid, boxes=boxes)
+            sinks.insert(0, LiveViewSink(view, max_fps=LIVE_VIEW_FPS, only_watched=True))
         self.multi.add(spec.id, source_of(spec), mask=spec.mask, boxes=spec.all_boxes_xyxy or None,
                        points=spec.points or None, sinks=sinks, max_frames=spec.max_frames, policy=spec.policy,
                        transport=spec.transport, pace=spec.pace)
