@@ -1,4 +1,5 @@
-"""`rtvos serve STREAMS.yaml`: many streams as one service, with an HTTP API (FastAPI on uvicorn) on loopback.
+"""`rtvos serve STREAMS.yaml`: many streams as one service, with an HTTP API (FastAPI on uvicorn) on loopback and,
+on the same server, the live view of every stream (``/live/``).
 
 The model runs on the main thread (engine "local": every stream in this process through one model; "ray": the
 streams spread over Ray actors, this process writing their outputs), the API on a uvicorn thread. Ctrl-C and
@@ -18,7 +19,7 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("serve", help="run many streams as a service (HTTP API, /metrics), optionally on Ray")
     p.add_argument("streams", help="streams file (YAML): streams: [{id, source, mask | box | points, out, ...}]")
     p.add_argument("--until-done", action="store_true", help="exit once every file stream has ended")
-    p.add_argument("--host", default="127.0.0.1", help="API address (default: 127.0.0.1, loopback only)")
+    p.add_argument("--host", default="127.0.0.1", help="API and live view address (default: 127.0.0.1, loopback only)")
     p.add_argument("--port", type=int, default=8321, help="API port (default: 8321; 0: any free port)")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local: every stream in this process (default); ray: streams on Ray actors (rtvos[ray])")
