@@ -558,8 +558,10 @@ def test_file_sources_satisfy_the_frame_source_protocol(tmp_path: Path) -> None:
     """Every concrete source class of rtvos.io is covered here or in test_live.py, and files satisfy the
     runtime-checkable FrameSource protocol with zero drop/reconnect counters."""
     from rtvos.io import ImageFolderSource, NetworkSource, VideoFileSource, WebcamSource
+    from rtvos.io.pace import PacedSource
 
-    assert _concrete_source_classes() == {ImageFolderSource, VideoFileSource, NetworkSource, WebcamSource}
+    assert _concrete_source_classes() == {ImageFolderSource, VideoFileSource, NetworkSource, WebcamSource,
+                                          PacedSource}
     folder = tmp_path / "frames"
     folder.mkdir()
     for i, f in enumerate(_frames(3)):
@@ -574,6 +576,11 @@ def test_file_sources_satisfy_the_frame_source_protocol(tmp_path: Path) -> None:
             assert not src.is_live and src.size == (H, W) and src.num_frames == 3
             assert src.stats() == {"frames": 0, "dropped": 0, "reconnects": 0}
             assert len(list(src)) == 3 and src.stats()["frames"] == 3
+    # The pacing wrapper (test_pace.py times it) reads its file's metadata and counters through.
+    with PacedSource(ImageFolderSource(folder)) as paced:
+        _check_protocol(paced)
+        assert not paced.is_live and paced.size == (H, W) and paced.num_frames == 3
+        assert len(list(paced)) == 3
 
 
 def test_frame_source_protocol_is_structural_and_gives_defaults() -> None:
