@@ -399,9 +399,53 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] | None = None)
         cv2.setNumThreads(old_cv_threads)
 
 
+class _Backends:
+    """Builds segmenters per (backend, precision) for the passes, recording each backend's status once: a backend
+    that is unavailable or fails to build is a result in the report, not a crash."""
+
+    def __init__(self, model: Any, config: BenchConfig, source: _Source, say: Callable[[str], None]) -> None:
+        from ..backends import backend_status
+
+        self.model, self.config, self.source, self.say = model, config, source, say
+        self.status = backend_status()
+        self.entries: dict[str, dict[str, Any]] = {}  # key → the report's backends[key]
+        self.built: dict[tuple[str, str], tuple[Any, float]] = {}  # (backend, precision) → (segmenter, build s)
+
+    def build(self, name: str, precision: str, key: str | None = None) -> tuple[Any, float] | None:
+        key = key or name
+        if not self.status.get(name, "unavailable: unknown").startswith("available"):
+            reason = self.status.get(name, "unknown backend").removeprefix("unavailable: ")
+            self.entries[key] = {"status": "unavailable", "reason": reason, "precision": precision}
+            self.say(f"{key}: unavailable ({reason})")
+            return None
+        self.say(f"{key}: building ({precision})")
+        t = time.perf_counter()
+        try:
+            seg = _make_segmenter(self.model, self.config, name, precision, self.source.first_mask.shape)
+        except Exception as e:  # a backend that cannot build here is a result, not a crash
+            self.entries[key] = {"status": "failed", "reason": one_line(e, with_type=True), "precision": precision}
+            self.say(f"{key}: failed ({self.entries[key]['reason']})")
+            return None
+        return seg, time.perf_counter() - t
+
+    def primary(self, requested: list[str]) -> tuple[str, str, str | None]:
+        """The first requested backend that builds (backend, precision, note); eager fp32 when none does."""
+        precision = self.config.precision
+        for name in requested:
+            got = self.build(name, precision)
+            if got is not None:
+                self.built[(name, precision)] = got
+                return name, precision, None
+        note = f"no requested backend could run ({', '.join(requested)}); pipeline on eager fp32"
+        got = self.build("eager", "fp32", key="eager-fp32")
+        if got is None:
+            raise RuntimeError(f"the eager backend failed: {self.entries['eager-fp32']['reason']}")
+        self.built[("eager", "fp32")] = got
+        return "eager", "fp32", note
+
+
 def _run(config: BenchConfig, workdir: Path, say: Callable[[str], None]) -> dict[str, Any]:
-    from ..backends import backend_status
-    from ..eval.baselines import FlowBaseline
+    """The passes in order; each is its own function below, this only wires their results into the report."""
     from ..models import load_model_reporting, load_network
     from ..models.rpmnet import RPMNet
 
@@ -413,65 +457,93 @@ def _run(config: BenchConfig, workdir: Path, say: Callable[[str], None]) -> dict
     # A model without a network (the default: DIS + appearance) runs the pipeline passes; the backend passes
     # (step per backend, cached vs uncached, compute floor) time the default network, what `--model NAME` runs.
     model = tracked if isinstance(tracked, RPMNet) else load_network("default")
-    status = backend_status()
     requested = list(dict.fromkeys(resolve_backend(b, dev, config.precision) for b in config.backends))
-    backends: dict[str, dict[str, Any]] = {}
-    built: dict[tuple[str, str], tuple[Any, float]] = {}  # (backend, precision) → (segmenter, build seconds)
-
-    def build(name: str, precision: str, key: str | None = None) -> tuple[Any, float] | None:
-        key = key or name
-        if not status.get(name, "unavailable: unknown").startswith("available"):
-            reason = status.get(name, "unknown backend").removeprefix("unavailable: ")
-            backends[key] = {"status": "unavailable", "reason": reason, "precision": precision}
-            say(f"{key}: unavailable ({reason})")
-            return None
-        say(f"{key}: building ({precision})")
-        t = time.perf_counter()
-        try:
-            seg = _make_segmenter(model, config, name, precision, source.first_mask.shape)
-        except Exception as e:  # a backend that cannot build here is a result, not a crash
-            backends[key] = {"status": "failed", "reason": one_line(e, with_type=True), "precision": precision}
-            say(f"{key}: failed ({backends[key]['reason']})")
-            return None
-        return seg, time.perf_counter() - t
-
-    primary, primary_precision, primary_note = "", config.precision, None
-    for name in requested:
-        got = build(name, config.precision)
-        if got is not None:
-            built[(name, config.precision)], primary = got, name
-            break
-    if not primary:  # nothing requested can run: the pipeline still runs, on the reference
-        primary, primary_precision = "eager", "fp32"
-        primary_note = f"no requested backend could run ({', '.join(requested)}); pipeline on eager fp32"
-        got = build("eager", "fp32", key="eager-fp32")
-        if got is None:
-            raise RuntimeError(f"the eager backend failed: {backends['eager-fp32']['reason']}")
-        built[("eager", "fp32")] = got
-    primary_seg, primary_build_s = built[(primary, primary_precision)]
+    backends = _Backends(model, config, source, say)
+    primary, primary_precision, primary_note = backends.primary(requested)
+    primary_seg, primary_build_s = backends.built[(primary, primary_precision)]
     pipeline_seg = primary_seg if tracked is model else _make_segmenter(tracked, config, "auto", "fp32",
                                                                          source.first_mask.shape)
 
-    # -- pass 1: the whole pipeline through rtvos.pipeline.Pipeline, sequential: per stage and end to end ------
     say(f"pipeline: {primary} on {source.description}, {config.warmup} warm-up + {config.frames} frames "
         "(Pipeline, threaded=False)")
     seq = _sequential_pass(pipeline_seg, source, config, workdir, clock, primary_build_s)
-    setup_primary, loops, frame_size = seq["setup_s"], seq["loops"], seq["frame_size"]
-    e2e, step_samples = seq["e2e"], seq["step"]
     stage_samples = {k: seq["stages"][k] for k in stage_order(seq["stages"])}
     stage_summary = {k: summarize(v) for k, v in stage_samples.items()}
-    e2e_summary = summarize(e2e)
-    unaccounted = e2e_summary["mean_ms"] - sum(s["mean_ms"] for s in stage_summary.values())
-    end_to_end = {**e2e_summary, "fps": 1e3 * len(e2e) / float(np.sum(e2e)), "unaccounted_mean_ms": unaccounted,
-                  "encode_flush_ms": seq["flush_ms"]}
-
-    # -- pass 1b: throughput through the threaded Pipeline that `rtvos segment` runs (same sinks), so the fps a
-    # user gets is measured by the same code path, not inferred from the sequential pass.
+    end_to_end = _end_to_end(seq, stage_summary)
+    # Throughput through the threaded Pipeline that `rtvos segment` runs (same sinks), so the fps a user gets is
+    # measured by the same code path, not inferred from the sequential pass.
     say(f"threaded pipeline: {primary}, {config.frames} frames into PNG masks + an overlay MP4")
     end_to_end["threaded"] = _threaded_pass(pipeline_seg, source, config, workdir)
 
-    # -- pass 2: every backend's step on the same frames, the eager fp32 reference first -----------------------
-    # Eager fp32 always runs: it is the IoU reference (under its own key when eager itself is asked at fp16).
+    step_by_backend, reference = _backend_pass(backends, requested, (primary, primary_precision), seq["setup_s"],
+                                               timer)
+    say(f"cached vs uncached ({primary}), interleaved")
+    cached_vs_uncached, cu_times = _cached_vs_uncached_pass(primary_seg, model, source, config, timer)
+    cached_vs_uncached["backend"] = primary
+    flow = None
+    if config.compare_flow:
+        say("flow baseline (OpenCV DIS, medium preset)")
+        flow, step_by_backend["flow (DIS)"] = _flow_pass(source, config, reference)
+    compute = None
+    if config.flops:
+        say("compute floor: FLOPs of one cached step, matmul peak")
+        compute = _compute_floor(model, source, config)
+        end_to_end["floor_ms"] = compute["floor_ms"]
+        for entry in backends.entries.values():
+            if entry["status"] == "ok":
+                entry["floor_ms"] = compute["floor_ms"]
+                entry["p50_over_floor"] = entry["p50_ms"] / compute["floor_ms"]
+
+    machine["loadavg_end"] = loadavg()
+    settings = _settings(config, source, seq, clock, timer, {
+        "model_arch": type(tracked).__name__ + (f" ({tracked.meta.get('source')})" if tracked.meta.get("source") else ""),
+        "pipeline_model": pipeline_seg.describe(),
+        "backends_network": str(model.meta.get("source", type(model).__name__)),
+        "random_weights": bool(random_weights),
+        "size": list(primary_seg.size),
+        "backend": primary,
+        "backend_precision": primary_precision,
+        "backend_note": primary_note,
+        "backends_resolved": requested,
+        "synchronised": bool(primary_seg.sync_timings),
+    })
+    return {
+        "schema": SCHEMA_ID,
+        "machine": machine,
+        "versions": versions(),
+        "settings": settings,
+        "end_to_end": end_to_end,
+        "stages": stage_summary,
+        "cached_vs_uncached": cached_vs_uncached,
+        "backends": backends.entries,
+        "flow": flow,
+        "compute": compute,
+        "samples_ms": {
+            "end_to_end": seq["e2e"],
+            "step": seq["step"],
+            "stages": stage_samples,
+            "backends": step_by_backend,
+            "cached": cu_times[True],
+            "uncached": cu_times[False],
+        },
+    }
+
+
+def _end_to_end(seq: dict[str, Any], stage_summary: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """The sequential pass's end-to-end figures, with what the per-stage means leave unexplained."""
+    e2e = seq["e2e"]
+    summary = summarize(e2e)
+    unaccounted = summary["mean_ms"] - sum(s["mean_ms"] for s in stage_summary.values())
+    return {**summary, "fps": 1e3 * len(e2e) / float(np.sum(e2e)), "unaccounted_mean_ms": unaccounted,
+            "encode_flush_ms": seq["flush_ms"]}
+
+
+def _backend_pass(backends: _Backends, requested: list[str], primary: tuple[str, str], primary_setup_s: float,
+                  timer: Timer) -> tuple[dict[str, list[float]], list[np.ndarray]]:
+    """Every backend's step on the same frames, the eager fp32 reference first (it is the IoU reference, under
+    its own key when eager itself is asked at fp16). Fills `backends.entries`; returns the step samples per
+    backend and the reference masks."""
+    config, source = backends.config, backends.source
     ref_key = "eager" if "eager" not in requested or config.precision == "fp32" else "eager-fp32"
     jobs = [(ref_key, "eager", "fp32", True)] + [
         (name, name, config.precision, False) for name in requested if not (name == "eager" and ref_key == "eager")
@@ -479,49 +551,54 @@ def _run(config: BenchConfig, workdir: Path, say: Callable[[str], None]) -> dict
     reference: list[np.ndarray] = []
     step_by_backend: dict[str, list[float]] = {}
     for key, name, precision, is_reference in jobs:
-        if key in backends:  # unavailable or failed while looking for the primary
+        if key in backends.entries:  # unavailable or failed while looking for the primary
             continue
-        got = built.get((name, precision)) or build(name, precision, key)
+        got = backends.built.get((name, precision)) or backends.build(name, precision, key)
         if got is None:
             continue
         seg, build_s = got
-        say(f"{key}: timing the step on {config.frames} frames")
+        backends.say(f"{key}: timing the step on {config.frames} frames")
         t = time.perf_counter()
         try:
             p = _step_pass(seg, source, config, timer, None if is_reference else reference, keep_masks=is_reference)
         except Exception as e:
             if is_reference:
                 raise
-            backends[key] = {"status": "failed", "reason": one_line(e, with_type=True), "precision": precision}
+            backends.entries[key] = {"status": "failed", "reason": one_line(e, with_type=True),
+                                     "precision": precision}
             continue
         if is_reference:
             reference = p["masks"]
-        if (name, precision) == (primary, primary_precision):
-            setup_s = setup_primary  # built and compiled during the pipeline pass
+        if (name, precision) == primary:
+            setup_s = primary_setup_s  # built and compiled during the pipeline pass
         else:
             setup_s = build_s + (time.perf_counter() - t) - sum(p["step_ms"]) / 1e3
-        backends[key] = _backend_entry(p, precision, setup_s, bool(seg.backend.fused), is_reference)
+        entry = _backend_entry(p, precision, setup_s, bool(seg.backend.fused), is_reference)
         if is_reference and len(reference) > 1:
             # How much the reference masks move: near 0 (e.g. random weights, flow ≈ 0) means an IoU of 1.0
             # against it cannot tell a faithful backend from one that just copies the mask.
             moves = [1.0 - mask_iou(a, b) for a, b in zip(reference, reference[1:])]
-            backends[key]["reference_motion"] = float(np.mean(moves))
+            entry["reference_motion"] = float(np.mean(moves))
         if name not in requested:
-            backends[key]["note"] = "IoU reference only (not requested)"
+            entry["note"] = "IoU reference only (not requested)"
+        backends.entries[key] = entry
         step_by_backend[key] = p["step_ms"]
-        if (name, precision) != (primary, primary_precision):
-            built.pop((name, precision), None)
+        if (name, precision) != primary:
+            backends.built.pop((name, precision), None)
             del seg
+    return step_by_backend, reference
 
-    # -- pass 3: cached vs uncached step, interleaved -------------------------------------------------------
-    say(f"cached vs uncached ({primary}), interleaved")
+
+def _cached_vs_uncached_pass(cached: Any, model: Any, source: _Source, config: BenchConfig,
+                             timer: Timer) -> tuple[dict[str, Any], dict[bool, list[float]]]:
+    """The same compiled unit stepped with and without the embedding cache, interleaved frame by frame."""
     from ..segmenter import Segmenter
 
-    cached = primary_seg
-    uncached = Segmenter(model, cached.size, dev, cache_embeddings=False, mask_resolution=config.mask_resolution,
+    uncached = Segmenter(model, cached.size, config.torch_device(), cache_embeddings=False,
+                         mask_resolution=config.mask_resolution,
                          backend="eager")  # an explicit (h, w): the primary's resolved input size
     uncached.backend = cached.backend  # same compiled unit; only the stream's caching differs
-    cu_times: dict[bool, list[float]] = {True: [], False: []}
+    times: dict[bool, list[float]] = {True: [], False: []}
     frames = FrameLoop(source.path)
     try:
         for seg in (cached, uncached):
@@ -535,100 +612,97 @@ def _run(config: BenchConfig, workdir: Path, say: Callable[[str], None]) -> dict
             for seg in order:
                 _, ms = timer.time(lambda seg=seg, image=image: seg.step(image))  # type: ignore[misc]
                 if i >= config.warmup:
-                    cu_times[seg.cache_embeddings].append(ms)
+                    times[seg.cache_embeddings].append(ms)
     finally:
         frames.close()
-    c, u = summarize(cu_times[True]), summarize(cu_times[False])
-    cached_vs_uncached = {
-        "ratio": c["p50_ms"] / u["p50_ms"], "ratio_mean": c["mean_ms"] / u["mean_ms"], "backend": primary,
+    c, u = summarize(times[True]), summarize(times[False])
+    return {
+        "ratio": c["p50_ms"] / u["p50_ms"], "ratio_mean": c["mean_ms"] / u["mean_ms"],
         "cached_p50_ms": c["p50_ms"], "cached_p95_ms": c["p95_ms"],
         "uncached_p50_ms": u["p50_ms"], "uncached_p95_ms": u["p95_ms"], "n": c["n"],
-    }
-    del uncached
+    }, times
 
-    # -- pass 4 (optional): OpenCV DIS flow propagation on the same frames -----------------------------------
-    flow = None
-    if config.compare_flow:
-        say("flow baseline (OpenCV DIS, medium preset)")
-        base = FlowBaseline()
-        frames = FrameLoop(source.path)
-        flow_ms, flow_iou = [], []
-        try:
-            base.step(frames.next()[0], source.first_mask)
-            for _ in range(config.warmup):
-                base.step(frames.next()[0])
-            for i in range(config.frames):
-                image = frames.next()[0]
-                t = time.perf_counter_ns()
-                mask = base.step(image)
-                flow_ms.append((time.perf_counter_ns() - t) / 1e6)
-                if i < len(reference):
-                    flow_iou.append(mask_iou(reference[i], mask))
-        finally:
-            frames.close()
-        flow = {**summarize(flow_ms), "method": "OpenCV DISOpticalFlow (PRESET_MEDIUM) + cv2.remap of the mask",
-                "iou_vs_eager": float(np.mean(flow_iou)), "iou_vs_eager_min": float(np.min(flow_iou)),
-                "iou_frames": len(flow_iou)}
-        step_by_backend["flow (DIS)"] = flow_ms
 
-    # -- compute floor -----------------------------------------------------------------------------------------
-    compute: dict[str, Any] | None = None
-    if config.flops:
-        say("compute floor: FLOPs of one cached step, matmul peak")
-        seg = _make_segmenter(model, config, "eager", "fp32", source.first_mask.shape)
-        frames = FrameLoop(source.path)
-        try:
-            seg.step(frames.next()[0], source.first_mask)
+def _flow_pass(source: _Source, config: BenchConfig,
+               reference: list[np.ndarray]) -> tuple[dict[str, Any], list[float]]:
+    """OpenCV DIS flow propagation on the same frames, timed and compared with the eager reference."""
+    from ..eval.baselines import FlowBaseline
+
+    base = FlowBaseline()
+    frames = FrameLoop(source.path)
+    flow_ms, flow_iou = [], []
+    try:
+        base.step(frames.next()[0], source.first_mask)
+        for _ in range(config.warmup):
+            base.step(frames.next()[0])
+        for i in range(config.frames):
             image = frames.next()[0]
-            counted = count_step_flops(lambda: seg.step(image))
-        finally:
-            frames.close()
-        del seg
-        peak_dtype = torch.float16 if config.precision == "fp16" and dev.type == "cuda" else torch.float32
-        peak = measure_peak_gflops(dev, peak_dtype)
-        floor_ms = counted["flops_per_frame"] / (peak["gflops"] * 1e6)
-        compute = {**counted, "gflops_per_frame": counted["flops_per_frame"] / 1e9, "peak_gflops": peak["gflops"],
-                   "peak_median_gflops": peak["median_gflops"], "peak_method": peak["method"], "floor_ms": floor_ms,
-                   "deform_conv_flops": counted["flops_by_op"].get("rtvos.deform_conv2d", 0),
-                   "note": "FLOPs of matmul/conv/deform-conv ops of one cached eager step; elementwise ops, "
-                   "resizes and the mask warp count zero, so floor_ms is a lower bound"}
-        end_to_end["floor_ms"] = floor_ms
-        for entry in backends.values():
-            if entry["status"] == "ok":
-                entry["floor_ms"] = floor_ms
-                entry["p50_over_floor"] = entry["p50_ms"] / floor_ms
+            t = time.perf_counter_ns()
+            mask = base.step(image)
+            flow_ms.append((time.perf_counter_ns() - t) / 1e6)
+            if i < len(reference):
+                flow_iou.append(mask_iou(reference[i], mask))
+    finally:
+        frames.close()
+    return {**summarize(flow_ms), "method": "OpenCV DISOpticalFlow (PRESET_MEDIUM) + cv2.remap of the mask",
+            "iou_vs_eager": float(np.mean(flow_iou)), "iou_vs_eager_min": float(np.min(flow_iou)),
+            "iou_frames": len(flow_iou)}, flow_ms
 
-    machine["loadavg_end"] = loadavg()
-    size = primary_seg.size
-    settings = {
+
+def _compute_floor(model: Any, source: _Source, config: BenchConfig) -> dict[str, Any]:
+    """FLOPs of one cached eager step over the measured matmul peak: a lower bound on the step's time."""
+    dev = config.torch_device()
+    seg = _make_segmenter(model, config, "eager", "fp32", source.first_mask.shape)
+    frames = FrameLoop(source.path)
+    try:
+        seg.step(frames.next()[0], source.first_mask)
+        image = frames.next()[0]
+        counted = count_step_flops(lambda: seg.step(image))
+    finally:
+        frames.close()
+    peak_dtype = torch.float16 if config.precision == "fp16" and dev.type == "cuda" else torch.float32
+    peak = measure_peak_gflops(dev, peak_dtype)
+    floor_ms = counted["flops_per_frame"] / (peak["gflops"] * 1e6)
+    return {**counted, "gflops_per_frame": counted["flops_per_frame"] / 1e9, "peak_gflops": peak["gflops"],
+            "peak_median_gflops": peak["median_gflops"], "peak_method": peak["method"], "floor_ms": floor_ms,
+            "deform_conv_flops": counted["flops_by_op"].get("rtvos.deform_conv2d", 0),
+            "note": "FLOPs of matmul/conv/deform-conv ops of one cached eager step; elementwise ops, "
+            "resizes and the mask warp count zero, so floor_ms is a lower bound"}
+
+
+def _settings(config: BenchConfig, source: _Source, seq: dict[str, Any], clock: Timer, timer: Timer,
+              resolved: dict[str, Any]) -> dict[str, Any]:
+    """What was run, and how it was clocked: the report's `settings` (`resolved` holds what the run decided)."""
+    synchronised = resolved.pop("synchronised")
+    return {
         "source": source.description,
         "source_path": str(source.path),
         "first_mask": source.mask_description,
-        "frame_size": list(frame_size),
-        "source_loops": loops,
+        "frame_size": list(seq["frame_size"]),
+        "source_loops": seq["loops"],
         "model": config.model,
-        "model_arch": type(tracked).__name__ + (f" ({tracked.meta.get('source')})" if tracked.meta.get("source") else ""),
-        "pipeline_model": pipeline_seg.describe(),
-        "backends_network": str(model.meta.get("source", type(model).__name__)),
-        "random_weights": bool(random_weights),
-        "size": list(size),
+        "model_arch": resolved["model_arch"],
+        "pipeline_model": resolved["pipeline_model"],
+        "backends_network": resolved["backends_network"],
+        "random_weights": resolved["random_weights"],
+        "size": resolved["size"],
         "precision": config.precision,
-        "device": str(dev),
-        "backend": primary,
-        "backend_precision": primary_precision,
-        "backend_note": primary_note,
+        "device": str(config.torch_device()),
+        "backend": resolved["backend"],
+        "backend_precision": resolved["backend_precision"],
+        "backend_note": resolved["backend_note"],
         "backends_requested": list(config.backends),
-        "backends_resolved": requested,
+        "backends_resolved": resolved["backends_resolved"],
         "frames": config.frames,
         "warmup": config.warmup,
         "threads": torch.get_num_threads(),
         "threads_requested": config.threads,
         "opencv_threads": cv2.getNumThreads(),
         "mask_resolution": config.mask_resolution,
-        "primary_setup_s": round(setup_primary, 3),
+        "primary_setup_s": round(seq["setup_s"], 3),
         "clock": {
             "stages": "the Pipeline's stages_ms: rtvos.stats.Timer laps (perf_counter_ns) around decode and each "
-            f"sink; Segmenter laps{' (synchronised)' if primary_seg.sync_timings else ''} inside the step",
+            f"sink; Segmenter laps{' (synchronised)' if synchronised else ''} inside the step",
             "end_to_end": f"{clock.method} between consecutive frames of Pipeline.frames() (threaded=False)",
             "backend_step": timer.call_method,
         },
@@ -641,24 +715,4 @@ def _run(config: BenchConfig, workdir: Path, say: Callable[[str], None]) -> dict
         "sinks": ["png", "encode"],
         "pipeline": ("Pipeline(threaded=False): decode → step → PNG masks → overlay → H.264 encode on one thread, "
                      "so e2e is per-frame latency; end_to_end.threaded is Pipeline(threaded=True)"),
-    }
-    return {
-        "schema": SCHEMA_ID,
-        "machine": machine,
-        "versions": versions(),
-        "settings": settings,
-        "end_to_end": end_to_end,
-        "stages": stage_summary,
-        "cached_vs_uncached": cached_vs_uncached,
-        "backends": backends,
-        "flow": flow,
-        "compute": compute,
-        "samples_ms": {
-            "end_to_end": e2e,
-            "step": step_samples,
-            "stages": stage_samples,
-            "backends": step_by_backend,
-            "cached": cu_times[True],
-            "uncached": cu_times[False],
-        },
     }
