@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 
 from .appearance import AppearanceStage, GridConfig, GridState
-from .backends import Backend
-from .common import APPEARANCE_MODES, DEFAULT_APPEARANCE
+from .backends import Backend, resolve_device
+from .common import APPEARANCE_MODES, AUTO, DEFAULT_APPEARANCE
 from .fields import Field, FieldSource, check_size_spec, model_input_size, to_model_input
 from .flow import FLOW_PRESETS, to_gray
 from .models.flow_model import FlowModel
@@ -107,7 +107,7 @@ class Segmenter:
         self,
         model: RPMNet | FlowModel | None,
         size: int | tuple[int, int] | None = None,
-        device: str | torch.device = "cpu",
+        device: str | torch.device = AUTO,
         cache_embeddings: bool = True,
         mask_resolution: str = "full",
         sync_timings: bool = True,
@@ -143,7 +143,7 @@ class Segmenter:
                 raise ValueError("the DIS field is computed at frame resolution: mask_resolution must be 'full'")
         elif flow_preset is not None:
             raise ValueError("flow_preset is for DIS without a network; a prior model names its own preset")
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.model = model.eval().to(self.device) if model is not None else None
         # None: the size the checkpoint was trained at (recorded in its meta), else the paper's 512.
         spec = size if size is not None else (int(cast(int, model.meta.get("size", DEFAULT_SIZE))) if model else DEFAULT_SIZE)

@@ -53,10 +53,10 @@ def run(seg, clip, first=None):
 
 def test_cached_equals_uncached_and_embeds_once_per_frame(moving_model, clip):
     counted = CountingModel(moving_model)
-    cached = run(Segmenter(counted, size=64), clip)
+    cached = run(Segmenter(counted, size=64, backend="eager"), clip)
     assert counted.embeds == len(clip.frames)
     counted.embeds = 0
-    uncached = run(Segmenter(counted, size=64, cache_embeddings=False), clip)
+    uncached = run(Segmenter(counted, size=64, cache_embeddings=False, backend="eager"), clip)
     assert counted.embeds == 2 * len(clip.frames) - 1
     for a, b in zip(cached, uncached):
         assert np.array_equal(a.mask, b.mask)

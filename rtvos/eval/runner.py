@@ -83,7 +83,7 @@ def build_method(
     name: str,
     model: Any = "default",
     size: int | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     backend: str = "auto",
     mask_resolution: str = "full",
     matching: str = "deformable",
