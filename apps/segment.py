@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rtvos.common import APPEARANCE_MODES, AUTO, BUILTIN_BACKENDS, DEFAULT_APPEARANCE, PRECISIONS
+from rtvos.common import APPEARANCE_MODES, AUTO, BUILTIN_BACKENDS, DEFAULT_APPEARANCE, PRECISIONS, stop_reason
 
 if TYPE_CHECKING:
     from rtvos import Segmenter
@@ -260,7 +260,7 @@ def run_stream(
                     pass
             except KeyboardInterrupt as stop:  # Ctrl-C/SIGTERM landed here, between two frames: the same
                 # normal, flushed end as when it lands inside the pipeline
-                tracking.pipeline.stop("SIGTERM" if type(stop).__name__ == "_Terminated" else "Ctrl-C")
+                tracking.pipeline.stop(stop_reason(stop))
                 tracking.close()
             summary = tracking.summary()
             if view is not None and summary.frames and not summary.interrupted and not getattr(args, "exit_at_end", False):

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rtvos.common import stop_reason
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("serve", help="run many streams as a service (HTTP API, /metrics), optionally on Ray")
@@ -93,8 +95,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             engine.run(until_done=args.until_done, on_frame=metrics.observe)
             reason = "all file streams ended" if args.until_done else "stopped"
-        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (the CLI turns it into one): outputs are flushed
-            reason = "SIGTERM" if type(e).__name__ == "_Terminated" else "Ctrl-C"
+        except KeyboardInterrupt as e:  # Ctrl-C, or rtvos.Stopped("SIGTERM") from the CLI: outputs are flushed
+            reason = stop_reason(e)
         rows = engine.status()
     finally:
         if hub is not None:

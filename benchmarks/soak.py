@@ -140,7 +140,7 @@ def main() -> None:
     print("samples (frames: MiB): " + ", ".join(f"{n}: {kb / 1024:.1f}" for n, kb in probe.samples)
           + f", end: {end_kb / 1024:.1f}")
     print(f"bounded structures: latency reservoir {len(pipe.stats.latency_ms)}/{pipe.stats.latency_ms.capacity}, "
-          f"queue peaks in {pipe.peak_inq}/{pipe.inq.maxsize} out {pipe.peak_outq}/{pipe.outq.maxsize}; "
+          f"queue peaks in {pipe.reader.peak}/{pipe.reader.queue.maxsize} out {pipe.writer.peak}/{pipe.writer.queue.maxsize}; "
           f"outputs in {tmp}")
     if args.json:
         Path(args.json).write_text(json.dumps({

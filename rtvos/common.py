@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["APPEARANCE_MODES", "DEFAULT_APPEARANCE", "AUTO", "BUILTIN_BACKENDS", "PRECISIONS", "STAGES", "check_precision", "one_line", "stage_order"]
+__all__ = ["APPEARANCE_MODES", "DEFAULT_APPEARANCE", "AUTO", "BUILTIN_BACKENDS", "PRECISIONS", "STAGES", "Stopped",
+           "check_precision", "one_line", "stage_order", "stop_reason"]
 
 #: A `backend=`/`device=` value that picks the best choice for the device at run time (rtvos.backends).
 AUTO = "auto"
@@ -47,3 +48,17 @@ def one_line(e: BaseException, *, with_type: bool = False) -> str:
     if not lines:
         return type(e).__name__
     return f"{type(e).__name__}: {lines[0]}" if with_type else lines[0]
+
+
+class Stopped(KeyboardInterrupt):
+    """A request to end a run normally, flushing every output (SIGTERM, a service stopping): handled like Ctrl-C,
+    with ``reason`` saying what stopped it, so a summary names the cause without guessing from a class name."""
+
+    def __init__(self, reason: str = "stopped") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def stop_reason(e: KeyboardInterrupt) -> str:
+    """What ended a run: a :class:`Stopped`'s reason, else "Ctrl-C" (a plain KeyboardInterrupt is SIGINT)."""
+    return e.reason if isinstance(e, Stopped) else "Ctrl-C"

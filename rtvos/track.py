@@ -270,8 +270,7 @@ def track(
     """
     first, own_palette = _first_mask(mask, boxes, points)
     palette = own_palette if palette is None else np.asarray(palette, dtype=np.uint8)
-    config = PipelineConfig(max_frames=max_frames, progress=progress, threaded=threaded,
-                            drop_stale=False if policy == "block" else None)
+    config = PipelineConfig(max_frames=max_frames, progress=progress, threaded=threaded)
     src = _open(source, bgr=bgr, fps=fps, policy=policy, transport=transport)
     if pace:
         src = paced(src)

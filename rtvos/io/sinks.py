@@ -86,6 +86,7 @@ class SegmentedFrame:
     stages_ms: dict[str, float]
     live: Mapping[str, Any] = field(default_factory=dict)  # running stats for viewers (fps, latency, ...)
     output_s: float | None = None  # time.time() once every non-``runs_last`` sink is done
+    ready_s: float | None = None  # time.time() the first mask was in hand: no frame's latency starts earlier
     _overlay: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -94,7 +95,12 @@ class SegmentedFrame:
 
     @property
     def latency_ms(self) -> float | None:
-        return None if self.output_s is None else (self.output_s - self.captured_s) * 1e3
+        """From when the model could take the frame (its capture, or the first mask's arrival if later: the
+        time a person takes to draw the first box is not latency) to every sink done."""
+        if self.output_s is None:
+            return None
+        start = self.captured_s if self.ready_s is None else max(self.captured_s, self.ready_s)
+        return (self.output_s - start) * 1e3
 
     def overlay(self) -> np.ndarray:
         """The coloured overlay (H×W×3 uint8 RGB), drawn on first use and timed as stage "overlay"."""
