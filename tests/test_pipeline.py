@@ -397,7 +397,7 @@ def test_window_sink_shows_frames_and_closing_it_ends_the_run(model, synth, tmp_
 def test_segment_box_and_jsonl(synth, tmp_path):
     clip, paths = synth
     out, log = tmp_path / "out", tmp_path / "log.jsonl"
-    rc = main(["segment", str(paths.video), "--box", "20,16,60,50", "--out", str(out), "--jsonl", str(log),
+    rc = main(["segment", str(paths.video), "--box", "20,16,80,66", "--out", str(out), "--jsonl", str(log),
                "--model", "rpmnet_r18", "--size", str(S), "--quiet"])
     assert rc == 0
     first, _ = read_mask(out / "00000.png")
@@ -471,12 +471,12 @@ def test_bad_inputs_are_one_line_errors(case, synth, tmp_path, capsys):
         "url-scheme": ["stream", "ftp://user:secret@example.com/cam", "--box", "1,1,8,8", "--out",
                        str(tmp_path / "o.mp4")],
         "box-syntax": ["segment", str(paths.video), "--box", "1,2,3"],
-        "box-outside": ["segment", str(paths.video), "--box", "100,80,50,50"],
+        "box-outside": ["segment", str(paths.video), "--box", "100,80,150,130"],
         "serve": ["segment", str(paths.video), "--serve", "localhost:http"],
         "mask-and-box": ["segment", str(paths.video), "--mask", mask, "--box", "1,1,8,8"],
     }[case]
     expect = {"missing": "nope.mp4", "not-a-video": "notes.mp4", "mask-size": "10x12", "url-scheme": "ftp",
-              "box-syntax": "1,2,3", "box-outside": "100,80,50,50", "serve": "localhost:http",
+              "box-syntax": "1,2,3", "box-outside": "100,80,150,130", "serve": "localhost:http",
               "mask-and-box": "--box"}[case]
     (tmp_path / "notes.mp4").write_text("not a video\n")
     write_mask(tmp_path / "small.png", np.ones((12, 10), np.uint8))
@@ -504,7 +504,7 @@ def test_webcam_app_through_a_v4l2_like_fake(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("DISPLAY", raising=False)  # no window: with --out it records headless
     n = 15
     out, log = tmp_path / "cam.mp4", tmp_path / "cam.jsonl"
-    rc = main(["webcam", "0", "--box", "40,30,60,50", "--out", str(out), "--jsonl", str(log), "--max-frames",
+    rc = main(["webcam", "0", "--box", "40,30,100,80", "--out", str(out), "--jsonl", str(log), "--max-frames",
                str(n), "--model", "rpmnet_r18", "--size", str(S), "--quiet"])
     assert rc == 0, capsys.readouterr().err
     assert _decoded_frames(out) == n
@@ -567,7 +567,7 @@ def test_stream_rtsp_segments_and_writes_the_overlay(tmp_path, capsys):
     n = 12
     out, log = tmp_path / "overlay.mp4", tmp_path / "log.jsonl"
     try:
-        rc = main(["stream", server.url, "--box", "40,30,60,50", "--out", str(out), "--jsonl", str(log),
+        rc = main(["stream", server.url, "--box", "40,30,100,80", "--out", str(out), "--jsonl", str(log),
                    "--max-frames", str(n), "--model", "rpmnet_r18", "--size", str(S), "--quiet"])
     finally:
         server.stop()
@@ -589,7 +589,7 @@ def test_stream_survives_a_server_restart(tmp_path, capsys):
     out, log = tmp_path / "overlay.mp4", tmp_path / "log.jsonl"
     result: list[int] = []
     app = threading.Thread(target=lambda: result.append(main(
-        ["stream", server.url, "--box", "40,30,60,50", "--out", str(out), "--jsonl", str(log), "--max-frames",
+        ["stream", server.url, "--box", "40,30,100,80", "--out", str(out), "--jsonl", str(log), "--max-frames",
          str(n), "--model", "rpmnet_r18", "--size", str(S), "--quiet"])))
     try:
         app.start()

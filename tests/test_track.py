@@ -246,7 +246,7 @@ def test_cli_several_boxes_points_exist_ok_and_mask_video(clip, tmp_path, capsys
     boxes = []
     for m in clip.masks[0][None] == np.array([1, 2])[:, None, None]:
         ys, xs = np.nonzero(m)
-        boxes.append(f"{xs.min() - 2},{ys.min() - 2},{xs.max() - xs.min() + 5},{ys.max() - ys.min() + 5}")
+        boxes.append(f"{xs.min() - 2},{ys.min() - 2},{xs.max() + 3},{ys.max() + 3}")  # x1,y1,x2,y2
     out = tmp_path / "out"
     base = ["segment", str(paths.video), "--out", str(out), "--size", "64", "--backend", "eager", "--quiet",
             "--mask-video", str(tmp_path / "m.mp4"), "--jsonl", str(tmp_path / "l.jsonl")]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from ..common import MASK_VIDEO_MODES, display_available
 from .base import Frame, InputError
 from .masks import DAVIS_PALETTE, write_mask
 from .overlay import overlay as draw_overlay
@@ -136,7 +136,6 @@ class Sink:
         return None
 
 
-MASK_VIDEO_MODES = ("color", "alpha")
 
 
 class VideoSink(Sink):
@@ -309,13 +308,6 @@ class JsonlSink(Sink):
             return (f"log:     {self.path} is INCOMPLETE: {self.lines} complete line(s), the last one may be cut "
                     f"({self.failed})")
         return f"log:     {self.path} ({self.lines} lines)"
-
-
-def display_available() -> bool:
-    """Whether a window can be tried at all: on X11 systems that needs DISPLAY."""
-    if sys.platform.startswith("linux") or "bsd" in sys.platform:
-        return bool(os.environ.get("DISPLAY"))
-    return True
 
 
 class WindowSink(Sink):
