@@ -296,7 +296,7 @@ class Pipeline:
             self.segmented += 1
             # Files: the time to decode the frame; live sources: the wait for the next frame to arrive.
             stages = {"wait" if self.is_live else "decode": item.decode_ms, **res.timings_ms}
-            out = SegmentedFrame(n=n, frame=frame, mask=res.mask, step=res, palette=self.palette,
+            out = SegmentedFrame(frame_index=n, frame=frame, mask=res.mask, step=res, palette=self.palette,
                                  captured_s=item.captured_s, dropped=item.dropped, stages_ms=stages,
                                  ready_s=self._ready_s)
             self.writer.put(out)

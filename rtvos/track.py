@@ -6,7 +6,7 @@ once, before the model loads. It builds the `Pipeline` (`Reader` → model → `
 calling thread, where the model runs:
 
     for r in rtvos.track("video.mp4", boxes=[(120, 40, 320, 340)]):
-        print(r)                      # Result(frame=12, 854x480, objects {1: 5321 px}, step 38.2 ms)
+        print(r)                      # Result(frame_index=12, 854x480, objects {1: 5321 px}, step 38.2 ms)
         r.save("out/")                # palette PNG, as `rtvos segment` writes it
 
 Leaving the loop early (``break``, an exception) closes the source and flushes the sinks; so does
@@ -76,7 +76,7 @@ class ArraySource(FrameSourceBase):
                 raise InputError(f"frame {i} is {arr.shape[1]}x{arr.shape[0]}, earlier frames {size[1]}x{size[0]}")
             size = arr.shape
             rgb = np.ascontiguousarray(arr[..., ::-1]) if self.bgr else arr
-            yield Frame(image=rgb, index=i, pts_s=i / self.fps)
+            yield Frame(image=rgb, source_index=i, pts_s=i / self.fps)
 
     def close(self) -> None:
         close = getattr(self._frames, "close", None)  # a generator handed in is closed with the run

@@ -29,7 +29,7 @@ from rtvos.models import RandomWeightsWarning
 from rtvos.pipeline import Pipeline, PipelineConfig, Reservoir
 
 S = 64
-JSONL_FIELDS = {"frame", "source_index", "pts_s", "captured_s", "size", "anchored", "output_s", "latency_ms", "step_ms",
+JSONL_FIELDS = {"frame_index", "source_index", "pts_s", "captured_s", "size", "anchored", "output_s", "latency_ms", "step_ms",
                 "stages_ms", "dropped", "objects"}
 
 
@@ -85,7 +85,7 @@ class LoopSource(FrameSource):
             if i == self.raise_at:
                 assert self.exc is not None
                 raise self.exc
-            yield Frame(index=i, image=self.frames[i % len(self.frames)], pts_s=i / self.fps)
+            yield Frame(source_index=i, image=self.frames[i % len(self.frames)], pts_s=i / self.fps)
 
     def stats(self) -> dict[str, int]:
         return {"frames": self.count, "dropped": 0, "reconnects": 0}
@@ -101,7 +101,7 @@ class FailAt(Sink):
         self.k = k
 
     def write(self, item: SegmentedFrame) -> None:
-        if item.n == self.k:
+        if item.frame_index == self.k:
             raise RuntimeError(f"boom at frame {self.k}")
 
 
@@ -151,7 +151,7 @@ def test_pipeline_writes_every_output(model, synth, tmp_path):
     assert _decoded_frames(tmp_path / "overlay.mp4") == n
     rows = _jsonl(tmp_path / "log.jsonl")
     assert len(rows) == n and all(set(r) == JSONL_FIELDS for r in rows)
-    assert [r["frame"] for r in rows] == list(range(n)) == [r["source_index"] for r in rows]
+    assert [r["frame_index"] for r in rows] == list(range(n)) == [r["source_index"] for r in rows]
     # Latency starts at the capture, or at the first mask's arrival for frames read ahead before it.
     assert (rows[-1]["latency_ms"] == pytest.approx((rows[-1]["output_s"] - rows[-1]["captured_s"]) * 1e3, abs=0.01)
             or n <= 5)
@@ -209,7 +209,7 @@ class CtrlCAt(Sink):
         self.k = k
 
     def write(self, item: SegmentedFrame) -> None:
-        if item.n == self.k:
+        if item.frame_index == self.k:
             os.kill(os.getpid(), signal.SIGINT)
 
 
@@ -292,7 +292,7 @@ def test_bounded_structures_do_not_grow(model, tmp_path):
         name = "probe"
 
         def write(self, item: SegmentedFrame) -> None:
-            if item.n == 150:
+            if item.frame_index == 150:
                 snapshots.append(tracemalloc.take_snapshot())
 
     cfg = PipelineConfig(progress="off", stats_capacity=cap, read_queue=3, write_queue=5)
@@ -334,7 +334,7 @@ def test_live_view_sink_publishes_frames_and_stats(model, synth):
                      clip.masks[0], config=PipelineConfig(progress="off"))
         doc = json.loads(urllib.request.urlopen(view.url + "stats.json", timeout=10).read())
     assert doc["frames"] == clip.num_frames and (doc["width"], doc["height"]) == (128, 96)
-    assert doc["stats"]["frame"] == clip.num_frames - 1 and "latency_ms" in doc["stats"] and "fps" in doc["stats"]
+    assert doc["stats"]["frame_index"] == clip.num_frames - 1 and "latency_ms" in doc["stats"] and "fps" in doc["stats"]
 
 
 def test_window_sink_without_display_is_one_line(monkeypatch, synth, tmp_path, capsys):
@@ -377,7 +377,7 @@ def test_window_sink_shows_frames_and_closing_it_ends_the_run(model, synth, tmp_
 
     class UserClosesAt(WindowSink):
         def write(self, item: SegmentedFrame) -> None:
-            if item.n == 5:
+            if item.frame_index == 5:
                 self._on_close()  # what the window manager's close button does
             super().write(item)
 

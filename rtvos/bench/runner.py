@@ -290,14 +290,14 @@ def _sequential_pass(seg: Any, source: _Source, config: BenchConfig, workdir: Pa
         t_prev = clock.now_ns()
         for item in pipe.frames():
             t = clock.now_ns()
-            if item.n >= skip:
+            if item.frame_index >= skip:
                 e2e.append((t - t_prev) / 1e6)
                 step.append(float(item.step_ms))
                 for name, ms in item.stages_ms.items():
                     if name == "decode":  # re-opening a looped source is not a per-frame decode cost
-                        ms = max(0.0, ms - src.reopen_ms.get(item.n, 0.0))
+                        ms = max(0.0, ms - src.reopen_ms.get(item.frame_index, 0.0))
                     stages.setdefault(name, []).append(float(ms))
-            elif item.n == skip - 1:
+            elif item.frame_index == skip - 1:
                 setup_s = build_s + time.perf_counter() - t_start
             t_prev = t
         flush_ms = (clock.now_ns() - t_prev) / 1e6  # after the last frame: the sinks closed (encoder flushed)

@@ -71,12 +71,12 @@ class StreamInfo:
 class SegmentedFrame:
     """One frame after segmentation, handed to every sink in turn.
 
-    ``n`` counts frames through the pipeline (0-based); ``frame.index`` is the source's own index (live sources
+    ``frame_index`` counts frames through the run (0-based); ``frame.source_index`` is the source's own index (live sources
     skip indices when they drop frames). ``stages_ms`` starts with decode and the model's stages, and each sink
     adds its own time as it finishes, so a ``runs_last`` sink sees the whole split.
     """
 
-    n: int
+    frame_index: int
     frame: Frame
     mask: np.ndarray
     step: StepResult
@@ -232,7 +232,7 @@ class MaskSink(Sink):
 
     def write(self, item: SegmentedFrame) -> None:
         t = time.perf_counter()
-        path = self.folder / mask_png_name(item.n)
+        path = self.folder / mask_png_name(item.frame_index)
         try:
             write_mask(path, item.mask, self.palette)  # atomic: a failed write leaves no partial PNG
         except OSError as e:
@@ -434,7 +434,7 @@ class LiveViewSink(Sink):
     def write(self, item: SegmentedFrame) -> None:
         t = time.perf_counter()
         stats = dict(item.live)
-        stats.update(frame=item.n, source_index=item.frame.index, step_ms=round(item.step_ms, 1),
+        stats.update(frame_index=item.frame_index, source_index=item.frame.source_index, step_ms=round(item.step_ms, 1),
                      objects=len([i for i in item.step.object_ids if i != 0]))
         if (self.only_watched and not self.view.watchers) or t - self._last_s < self.min_period_s:
             self.view.publish_stats(stats)
