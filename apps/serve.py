@@ -40,18 +40,14 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rtvos.io import InputError
+    from rtvos import InputError
 
     try:
         import prometheus_client  # noqa: F401
         import yaml  # noqa: F401
     except ImportError as err:
         raise InputError(f"rtvos serve needs the serve extra: pip install 'rtvos[serve]' ({err})") from None
-    from rtvos.serve.app import create_app
-    from rtvos.serve.config import load_config
-    from rtvos.serve.metrics import Metrics
-    from rtvos.server import HttpServer, is_loopback
-    from rtvos.web import LiveHub
+    from rtvos.serve import HttpServer, LiveHub, Metrics, create_app, is_loopback, load_config
 
     cfg = load_config(args.streams)
     if not cfg.streams and args.until_done:
@@ -67,11 +63,11 @@ def run(args: argparse.Namespace) -> int:
     engine: Any
     hub = None
     if args.engine == "ray":
-        from rtvos.serve.ray_engine import RayEngine
+        from rtvos.serve import RayEngine
 
         engine = RayEngine(workers=args.workers, address=args.address, worker_cpus=args.worker_cpus, **opts)
     else:
-        from rtvos.serve.engine import LocalEngine
+        from rtvos.serve import LocalEngine
 
         hub = LiveHub()
         engine = LocalEngine(**opts, hub=hub)
