@@ -507,7 +507,7 @@ def track(
             view = LiveView(*address)
             view.start()
             speak(view.describe())
-        all_sinks = [*build_sinks(outs, palette, view, f"rtvos: {src.name}"), *sinks]
+        all_sinks = [*build_sinks(outs, view, f"rtvos: {src.name}"), *sinks]
         if first is None:
             first = _from_browser(view, speak)
         if pace is None:

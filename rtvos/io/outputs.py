@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .base import InputError
 from .sinks import (
     JsonlSink,
@@ -147,16 +145,16 @@ def check_output_paths(outs: Outputs, exist_ok: bool = False, inputs: dict[str, 
             raise InputError(f"cannot create {names[key]} {out}: {probe} is not writable")
 
 
-def build_sinks(outs: Outputs, palette: np.ndarray, view: Any, title: str) -> list[Sink]:
+def build_sinks(outs: Outputs, view: Any, title: str) -> list[Sink]:
     """The sinks for ``outs``, viewers first: they are what a person watches, so they get each frame before
-    the encoders."""
+    the encoders. The palette is the run's (the pipeline hands it to every sink), not passed here."""
     sinks: list[Sink] = []
     if view is not None:
         sinks.append(LiveViewSink(view))
     if outs.show:
         sinks.append(WindowSink(title=title))
     if outs.masks is not None:
-        sinks.append(MaskSink(outs.masks, palette))
+        sinks.append(MaskSink(outs.masks))
     if outs.video is not None:
         sinks.append(VideoSink(outs.video))
     if outs.mask_video is not None:
