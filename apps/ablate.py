@@ -23,8 +23,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rtvos.eval import load_dataset
-    from rtvos.eval.analysis import ablation_markdown, discover_checkpoints, run_ablation, write_ablation_csv
+    from rtvos.eval import ablation_markdown, discover_checkpoints, load_dataset, run_ablation, write_ablation_csv
 
     if args.size <= 0 or args.size % 64:
         raise ValueError(f"--size must be a positive multiple of 64, got {args.size}")

@@ -25,16 +25,16 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rtvos.backends.tensorrt import probe
+    from rtvos.backends import unavailable_reason
 
-    reason = probe()
+    reason = unavailable_reason("tensorrt")
     if reason is not None:
         raise RuntimeError(f"cannot build a TensorRT engine here: {reason}")
     if args.size <= 0 or args.size % 64:
         raise ValueError(f"--size must be a positive multiple of 64, got {args.size}")
     from rtvos import load_network
     from rtvos.backends import resolve_device
-    from rtvos.engines.build import build_engine
+    from rtvos.engines import build_engine
 
     device = resolve_device(args.device)
     model = load_network(args.model).eval().to(device)

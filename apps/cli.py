@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from rtvos.common import one_line
+from rtvos.common import Stopped, one_line
 
 from . import ablate, bench, build_engine, eval, info, segment, serve, stream, train, viz, webcam
 
@@ -77,13 +77,9 @@ def _quiet_openmp() -> None:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM (kill, timeout, systemd, container stop): handled exactly like Ctrl-C, so every sink is flushed
-    and the summary printed; the run then exits 0 like an interrupted-by-Ctrl-C run."""
-
-
 def _stop_signals() -> Callable[[bool], None]:
-    """The first SIGINT/SIGTERM raises (KeyboardInterrupt / _Terminated) so the run stops and flushes; any later
+    """The first SIGINT/SIGTERM raises (KeyboardInterrupt / rtvos.Stopped("SIGTERM"): handled exactly like Ctrl-C,
+    so every sink is flushed and the summary printed) so the run stops and flushes; any later
     one is ignored, so an impatient second Ctrl-C cannot cut the flush, the summary or the exit short (the
     pipeline's own teardown turns it into "skip the frames still queued"). Returns the undo: ``undo(exiting)``
     puts the previous handlers back (main() may run in-process, e.g. in tests), except when the process is
@@ -99,7 +95,7 @@ def _stop_signals() -> Callable[[bool], None]:
     def handler(signum: int, frame: object) -> None:
         seen.append(signum)
         if len(seen) == 1:
-            raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+            raise Stopped("SIGTERM") if signum == signal.SIGTERM else KeyboardInterrupt()
 
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     for sig, old in previous.items():

@@ -57,7 +57,7 @@ def parse_appearance_set(items: list[str]) -> Any:
         return None
     import dataclasses
 
-    from rtvos.appearance import GridConfig
+    from rtvos.eval import GridConfig
 
     fields = {f.name: f for f in dataclasses.fields(GridConfig)}
     base = GridConfig()
@@ -98,17 +98,17 @@ def _print_run(summary: dict[str, Any], label: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rtvos.eval import load_dataset
-    from rtvos.eval.runner import (
+    from rtvos.eval import (
+        FLOW_PRESETS,
         METHODS,
         MethodRun,
+        load_dataset,
         plot_jf_bars,
         run_benchmark,
         run_summary,
         score_results,
         write_report,
     )
-    from rtvos.flow import FLOW_PRESETS
 
     for m in args.method:
         if m not in METHODS:
@@ -132,11 +132,11 @@ def run(args: argparse.Namespace) -> int:
         runs = [mr]
     else:
         from rtvos.backends import resolve_device
-        from rtvos.eval.runner import build_method
+        from rtvos.eval import build_method
 
         device = str(resolve_device(args.device))
 
-        from rtvos.eval.runner import APPEARANCE_METHODS
+        from rtvos.eval import APPEARANCE_METHODS
 
         app_config = parse_appearance_set(args.appearance_set)
         applies = args.propagation == "soft" and args.mask_resolution == "full"
@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         models: dict[str, Any] = {}
         for m in ("default", "rpmnet"):
             if m in args.method:
-                from rtvos.models.hub import load_model, load_network
+                from rtvos.models import load_model, load_network
 
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     summaries = {r.label: run_summary(r, sequences) for r in runs}
     for label, s in summaries.items():
         _print_run(s, label)
-    from rtvos.eval.analysis import attribute_markdown
+    from rtvos.eval import attribute_markdown
 
     attrs = attribute_markdown({k: v.get("attributes", {}) for k, v in summaries.items()})
     if attrs:  # only when the dataset ships attributes (DAVIS db_info.yml)

@@ -18,9 +18,15 @@ def collect() -> dict[str, Any]:
     import torch
 
     import rtvos
-    from rtvos.bench.machine import machine_info, versions
-    from rtvos.models import FLOW_MODELS
-    from rtvos.models.hub import DEFAULT_MODEL, DEFAULT_NETWORK, SHIPPED, default_weights_path, shipped_weights_path
+    from rtvos.bench import machine_info, versions
+    from rtvos.models import (
+        DEFAULT_MODEL,
+        DEFAULT_NETWORK,
+        FLOW_MODELS,
+        SHIPPED,
+        default_weights_path,
+        shipped_weights_path,
+    )
 
     devices = ["cpu"]
     if torch.cuda.is_available():

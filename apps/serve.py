@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rtvos.common import stop_reason
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("serve", help="run many streams as a service (HTTP API, /metrics), optionally on Ray")
@@ -38,18 +40,14 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rtvos.io import InputError
+    from rtvos import InputError
 
     try:
         import prometheus_client  # noqa: F401
         import yaml  # noqa: F401
     except ImportError as err:
         raise InputError(f"rtvos serve needs the serve extra: pip install 'rtvos[serve]' ({err})") from None
-    from rtvos.serve.app import create_app
-    from rtvos.serve.config import load_config
-    from rtvos.serve.metrics import Metrics
-    from rtvos.server import HttpServer, is_loopback
-    from rtvos.web import LiveHub
+    from rtvos.serve import HttpServer, LiveHub, Metrics, create_app, is_loopback, load_config
 
     cfg = load_config(args.streams)
     if not cfg.streams and args.until_done:
@@ -65,11 +63,11 @@ def run(args: argparse.Namespace) -> int:
     engine: Any
     hub = None
     if args.engine == "ray":
-        from rtvos.serve.ray_engine import RayEngine
+        from rtvos.serve import RayEngine
 
         engine = RayEngine(workers=args.workers, address=args.address, worker_cpus=args.worker_cpus, **opts)
     else:
-        from rtvos.serve.engine import LocalEngine
+        from rtvos.serve import LocalEngine
 
         hub = LiveHub()
         engine = LocalEngine(**opts, hub=hub)
@@ -93,8 +91,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             engine.run(until_done=args.until_done, on_frame=metrics.observe)
             reason = "all file streams ended" if args.until_done else "stopped"
-        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (the CLI turns it into one): outputs are flushed
-            reason = "SIGTERM" if type(e).__name__ == "_Terminated" else "Ctrl-C"
+        except KeyboardInterrupt as e:  # Ctrl-C, or rtvos.Stopped("SIGTERM") from the CLI: outputs are flushed
+            reason = stop_reason(e)
         rows = engine.status()
     finally:
         if hub is not None:

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
-from .segment import Outputs, add_common_options, parse_serve, run_stream
+from rtvos.common import display_available
 
-DEFAULT_SERVE = ("127.0.0.1", 8080)
+from .segment import PROMPT_FLAGS, add_common_options, run_stream
+
+DEFAULT_SERVE = "127.0.0.1:8080"
+#: Outputs named by the flags that set them, in the library's one-line errors.
+NAMES = {"masks": "--masks", "video": "--out", "jsonl": "--jsonl", "mask_video": "--mask-video",
+         "prompt": PROMPT_FLAGS, "either": "--mask or --box/--point"}
 
 
 def add_parser(sub: Any) -> None:
@@ -31,43 +35,28 @@ def add_live_outputs(p: argparse.ArgumentParser) -> None:
     add_common_options(p)
 
 
-def live_outputs(cmd: str, args: argparse.Namespace, *, prefer_window: bool) -> Outputs:
-    """Outputs from the flags; when no viewer is asked for, pick the one a user expects and say so.
+def run_live(cmd: str, args: argparse.Namespace, source: str | int, *, prefer_window: bool) -> int:
+    """Run with the viewer a user expects when none is asked for, saying which.
 
-    Without --mask/--box the browser is the only way to give the first box, so it is served. Otherwise the
-    webcam app shows a window when a display exists; failing that (and always for streams) a run with a file
+    Without --mask/--box/--point the browser is the only way to give the first box, so it is served. Otherwise
+    the webcam app shows a window when a display exists; failing that (and always for streams) a run with a file
     output records headless, and one with nothing else to output serves the live view.
     """
-    from rtvos.io.sinks import display_available
-
-    serve = parse_serve(args.serve) if args.serve is not None else None
-    show = bool(args.show)
-    has_mask = bool(args.mask or args.box or args.point)
-    files = bool(args.out or args.masks or args.jsonl or args.mask_video)
+    serve, show = args.serve, bool(args.show)
     if not show and serve is None:
-        if not has_mask:
+        if not (args.mask or args.box or args.point):
             serve = DEFAULT_SERVE
-            print(f"rtvos {cmd}: serving the live view to draw the first box (or give --mask/--box)",
-                  file=sys.stderr)
+            print(f"rtvos {cmd}: serving the live view to draw the first box (or give --mask/--box)", file=sys.stderr)
         elif prefer_window and display_available():
             show = True
             print(f"rtvos {cmd}: showing the overlay in a window (Esc or q to stop); --serve for the browser",
                   file=sys.stderr)
-        elif not files:
+        elif not (args.out or args.masks or args.jsonl or args.mask_video):
             serve = DEFAULT_SERVE
             print(f"rtvos {cmd}: serving the live view (nothing else to output; --out FILE.mp4 records)",
                   file=sys.stderr)
-    return Outputs(
-        video=Path(args.out) if args.out else None,
-        masks=Path(args.masks) if args.masks else None,
-        jsonl=Path(args.jsonl) if args.jsonl else None,
-        mask_video=Path(args.mask_video) if args.mask_video else None,
-        mask_video_mode=args.mask_video_mode,
-        show=show,
-        serve=serve,
-    )
+    return run_stream(cmd, args, source, masks=args.masks, overlay=args.out, show=show, serve=serve, names=NAMES)
 
 
 def run(args: argparse.Namespace) -> int:
-    outputs = live_outputs("stream", args, prefer_window=False)
-    return run_stream("stream", args, args.url, outputs)
+    return run_live("stream", args, args.url, prefer_window=False)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .segment import run_stream, source_spec
-from .stream import add_live_outputs, live_outputs
+from .segment import source_spec
+from .stream import add_live_outputs, run_live
 
 
 def add_parser(sub: Any) -> None:
@@ -22,5 +22,4 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    outputs = live_outputs("webcam", args, prefer_window=True)
-    return run_stream("webcam", args, source_spec(args.index), outputs)
+    return run_live("webcam", args, source_spec(args.index), prefer_window=True)

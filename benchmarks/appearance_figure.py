@@ -29,8 +29,8 @@ def main() -> None:
     panels: dict[str, dict[int, np.ndarray]] = {"none": {}, "grid": {}}
     for mode in panels:
         for r in rtvos.track(str(video), mask=mask, appearance=mode, max_frames=max(want) + 1):
-            if r.frame in want:
-                panels[mode][r.frame] = r.plot()
+            if r.frame_index in want:
+                panels[mode][r.frame_index] = r.plot()
     rows = []
     for mode, title in (("none", "flow alone"), ("grid", "flow + appearance (default)")):
         tiles = []

@@ -274,7 +274,7 @@ def soak(total: int, streams: int) -> dict[str, Any]:
 
     class RingPNG(MaskSink):
         def write(self, item: SegmentedFrame) -> None:
-            item.n %= 50
+            item.frame_index %= 50
             super().write(item)
 
     clip = make_synthetic_clip(num_frames=8, height=120, width=160, num_objects=2, seed=0)

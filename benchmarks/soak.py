@@ -43,7 +43,7 @@ class SyntheticSource(FrameSource):
 
     def __iter__(self) -> Iterator[Frame]:
         for i in range(self.count):
-            yield Frame(index=i, image=self.frames[i % len(self.frames)], pts_s=i / self.fps, captured_s=time.time())
+            yield Frame(source_index=i, image=self.frames[i % len(self.frames)], pts_s=i / self.fps, captured_s=time.time())
 
 
 class RingMaskSink(MaskSink):
@@ -55,7 +55,7 @@ class RingMaskSink(MaskSink):
 
     def write(self, item: SegmentedFrame) -> None:
         t = time.perf_counter()
-        write_mask(self.folder / f"{item.n % self.ring:05d}.png", item.mask, self.palette)
+        write_mask(self.folder / f"{item.frame_index % self.ring:05d}.png", item.mask, self.palette)
         item.stages_ms[self.name] = (time.perf_counter() - t) * 1e3
         self.written += 1
 
@@ -79,7 +79,7 @@ class RssProbe(Sink):
         self.t0 = time.perf_counter()
 
     def write(self, item: SegmentedFrame) -> None:
-        n = item.n + 1  # frames done
+        n = item.frame_index + 1  # frames done
         if n == self.warmup or (n > self.warmup and n % self.every == 0):
             self.samples.append((n, rss_kb()))
             fps = n / (time.perf_counter() - self.t0)
@@ -140,7 +140,7 @@ def main() -> None:
     print("samples (frames: MiB): " + ", ".join(f"{n}: {kb / 1024:.1f}" for n, kb in probe.samples)
           + f", end: {end_kb / 1024:.1f}")
     print(f"bounded structures: latency reservoir {len(pipe.stats.latency_ms)}/{pipe.stats.latency_ms.capacity}, "
-          f"queue peaks in {pipe.peak_inq}/{pipe.inq.maxsize} out {pipe.peak_outq}/{pipe.outq.maxsize}; "
+          f"queue peaks in {pipe.reader.peak}/{pipe.reader.queue.maxsize} out {pipe.writer.peak}/{pipe.writer.queue.maxsize}; "
           f"outputs in {tmp}")
     if args.json:
         Path(args.json).write_text(json.dumps({

@@ -20,17 +20,21 @@ _LAZY = {
     "Segmenter": ".segmenter", "SegmenterState": ".segmenter", "StepResult": ".segmenter",
     "Tracking": ".track", "track": ".track",
     "MultiTracker": ".multi",
+    "InputError": ".io.base", "Stopped": ".common", "PipelineSummary": ".pipeline",
 }
-__all__ = ["create_model", "list_models", "load_model", "load_network", "MultiTracker", "Result", "Segmenter",
-           "SegmenterState", "StepResult", "Tracking",
+__all__ = ["create_model", "list_models", "load_model", "load_network", "InputError", "MultiTracker",
+           "PipelineSummary", "Result", "Segmenter", "SegmenterState", "StepResult", "Stopped", "Tracking",
            "track", "__version__"]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports on first use
+    from .common import Stopped as Stopped
+    from .io.base import InputError as InputError
     from .models import create_model as create_model
     from .models import list_models as list_models
     from .models import load_model as load_model
     from .models import load_network as load_network
     from .multi import MultiTracker as MultiTracker
+    from .pipeline import PipelineSummary as PipelineSummary
     from .results import Result as Result
     from .segmenter import Segmenter as Segmenter
     from .segmenter import SegmenterState as SegmenterState

@@ -5,9 +5,13 @@ Imports nothing heavy: the CLI reads it to build its parser before torch is (or 
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterable
 
-__all__ = ["APPEARANCE_MODES", "DEFAULT_APPEARANCE", "AUTO", "BUILTIN_BACKENDS", "PRECISIONS", "STAGES", "check_precision", "one_line", "stage_order"]
+__all__ = ["APPEARANCE_MODES", "BOX_FORMAT", "BOX_FORMATS", "DEFAULT_OUT", "MASK_VIDEO_MODES",
+           "DEFAULT_APPEARANCE", "AUTO", "BUILTIN_BACKENDS", "PRECISIONS", "STAGES", "Stopped",
+           "check_precision", "display_available", "one_line", "stage_order", "stop_reason"]
 
 #: A `backend=`/`device=` value that picks the best choice for the device at run time (rtvos.backends).
 AUTO = "auto"
@@ -17,6 +21,14 @@ BUILTIN_BACKENDS = ("eager", "compile", "onnx", "tensorrt")
 #: scores, "none" is flow propagation alone. The default everywhere (Segmenter, track, the CLI, eval).
 APPEARANCE_MODES = ("grid", "none")
 DEFAULT_APPEARANCE = "grid"
+#: Boxes everywhere (track, the CLI, the service's YAML/API, results, the live view) are x1,y1,x2,y2 in pixels,
+#: as SAM 2, ultralytics and supervision take them; "xywh" (x, y, width, height) only where asked for by name.
+BOX_FORMAT = "xyxy"
+BOX_FORMATS = ("xyxy", "xywh")
+#: How a mask MP4 draws the masks: each object in its palette colour, or a white-on-black matte.
+MASK_VIDEO_MODES = ("color", "alpha")
+#: Where `rtvos segment` writes when no --out is given: DEFAULT_OUT/<source name>.
+DEFAULT_OUT = "rtvos_out"
 #: Network precisions every backend accepts (fp16 needs a CUDA device for the eager backend).
 PRECISIONS = ("fp32", "fp16")
 #: Timed stages of one frame, in the order they run: `wait` (live) or `decode` (file) on the reader thread;
@@ -25,6 +37,13 @@ PRECISIONS = ("fp32", "fp16")
 #: (the run summary, the bench report) list stages in this order, unknown ones last by name.
 STAGES = ("decode", "wait", "preprocess", "embed", "flow", "match", "embed_match", "propagate", "appearance",
           "postprocess", "png", "overlay", "encode")
+
+
+def display_available() -> bool:
+    """Whether a window can be tried at all: on X11 systems that needs DISPLAY."""
+    if sys.platform.startswith("linux") or "bsd" in sys.platform:
+        return bool(os.environ.get("DISPLAY"))
+    return True
 
 
 def check_precision(precision: str) -> str:
@@ -47,3 +66,17 @@ def one_line(e: BaseException, *, with_type: bool = False) -> str:
     if not lines:
         return type(e).__name__
     return f"{type(e).__name__}: {lines[0]}" if with_type else lines[0]
+
+
+class Stopped(KeyboardInterrupt):
+    """A request to end a run normally, flushing every output (SIGTERM, a service stopping): handled like Ctrl-C,
+    with ``reason`` saying what stopped it, so a summary names the cause without guessing from a class name."""
+
+    def __init__(self, reason: str = "stopped") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def stop_reason(e: KeyboardInterrupt) -> str:
+    """What ended a run: a :class:`Stopped`'s reason, else "Ctrl-C" (a plain KeyboardInterrupt is SIGINT)."""
+    return e.reason if isinstance(e, Stopped) else "Ctrl-C"

@@ -574,7 +574,7 @@ class MultiTracker:
         rec.next_n += 1
         rec.emitted += 1
         stages = {"wait" if rec.is_live else "decode": item.decode_ms, **res.timings_ms}
-        return SegmentedFrame(n=n, frame=frame, mask=res.mask, step=res, palette=rec.palette,
+        return SegmentedFrame(frame_index=n, frame=frame, mask=res.mask, step=res, palette=rec.palette,
                               captured_s=item.captured_s, dropped=item.dropped + rec.pipeline_dropped, stages_ms=stages)
 
     @staticmethod

@@ -32,8 +32,8 @@ class Result:
     def __init__(self, item: SegmentedFrame, *, bgr: bool = False) -> None:
         self._item = item
         self.bgr = bgr
-        self.frame: int = item.n  # position in this run (0 = the prompted frame)
-        self.source_index: int = item.frame.index  # the source's own index (live sources skip dropped ones)
+        self.frame_index: int = item.frame_index  # position in this run (0 = the prompted frame)
+        self.source_index: int = item.frame.source_index  # the source's own index (live sources skip dropped ones)
         self.pts_s: float | None = item.frame.pts_s
         self.captured_s: float = item.captured_s
         self.mask: np.ndarray = item.mask  # H×W uint8 object ids
@@ -96,11 +96,11 @@ class Result:
         """Write ``folder/%05d.png`` (the palette id mask, as `rtvos segment` names it); with ``overlay`` also
         ``%05d.jpg`` of `plot()`. Returns the mask's path."""
         root = Path(folder)
-        path = root / f"{self.frame:05d}.png"
+        path = root / f"{self.frame_index:05d}.png"
         write_mask(path, self.mask, self._item.palette)
         if overlay:
             vis = self.plot()
-            cv2.imwrite(str(root / f"{self.frame:05d}.jpg"), vis if self.bgr else vis[..., ::-1])
+            cv2.imwrite(str(root / f"{self.frame_index:05d}.jpg"), vis if self.bgr else vis[..., ::-1])
         return path
 
     def to_json(self) -> dict[str, Any]:
@@ -112,4 +112,4 @@ class Result:
         h, w = self.shape
         objs = ", ".join(f"{i}: {a} px" if a else f"{i}: lost" for i, a in zip(self.ids, self.areas.tolist()))
         tag = " anchored" if self.anchored else ""
-        return f"Result(frame={self.frame}{tag}, {w}x{h}, objects {{{objs}}}, step {self.step_ms:.1f} ms)"
+        return f"Result(frame_index={self.frame_index}{tag}, {w}x{h}, objects {{{objs}}}, step {self.step_ms:.1f} ms)"

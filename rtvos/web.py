@@ -43,7 +43,7 @@ import numpy as np
 
 from .io.base import InputError
 from .io.overlay import DISPLAY_COLOURS
-from .io.prompt import MAX_OBJECTS, check_box
+from .io.prompt import MAX_OBJECTS, box_from
 from .server import is_loopback, url_for
 
 if TYPE_CHECKING:
@@ -585,12 +585,6 @@ def page() -> bytes:
 _COLOURS_SLOT = "__RTVOS_DISPLAY_COLOURS__"
 
 
-def to_xywh(box: Box) -> tuple[int, int, int, int]:
-    """(x1, y1, x2, y2) → (x, y, w, h), what `rtvos.io.prompt` takes."""
-    x1, y1, x2, y2 = box
-    return (x1, y1, x2 - x1, y2 - y1)
-
-
 def _check_boxes(boxes: list[Box], frame_size: tuple[int, int]) -> list[Box]:
     """Each box checked against ``frame_size`` (H, W); an error names the box by its number (1, 2, ...)."""
     if not boxes:
@@ -600,7 +594,7 @@ def _check_boxes(boxes: list[Box], frame_size: tuple[int, int]) -> list[Box]:
     checked = []
     for i, box in enumerate(boxes, start=1):
         try:
-            check_box(to_xywh(box), frame_size, shown=",".join(map(str, box)))
+            box_from(box, "xyxy", frame_size)
         except InputError as e:
             raise InputError(f"box {i} of {len(boxes)}: {e}") from None
         checked.append(tuple(int(v) for v in box))

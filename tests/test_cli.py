@@ -117,7 +117,7 @@ def test_bad_box_and_output_fail_before_the_model_loads(synth, tmp_path, capsys,
     monkeypatch.setattr(rtvos, "load_model", no_load)
     monkeypatch.setattr(rtvos.models.hub, "load_model", no_load)  # what load_model_reporting calls
     out = tmp_path / "never"
-    assert main(["segment", str(paths.video), "--box", "100,80,60,60", "--out", str(out), "--quiet"]) == 2
+    assert main(["segment", str(paths.video), "--box", "100,80,160,140", "--out", str(out), "--quiet"]) == 2
     assert "outside the 128x96 frame" in capsys.readouterr().err and not out.exists()
     blocker = tmp_path / "file"
     blocker.write_text("x")

@@ -256,22 +256,22 @@ def test_debug_keeps_the_exit_status(clip, tmp_path, capsys, no_model):
 def test_too_many_boxes_are_refused_before_the_model_loads(clip, tmp_path, capsys, no_model):
     """#12: 300 --box values were refused only after the model loaded, leaving an empty folder."""
     _, paths = clip
-    boxes = [a for i in range(300) for a in ("--box", f"{i % 100},{i % 80},4,4")]
+    boxes = [a for i in range(300) for a in ("--box", f"{i % 100},{i % 80},{i % 100 + 4},{i % 80 + 4}")]
     rc, err = _main_err(capsys, ["segment", str(paths.video), *boxes, "--out", str(tmp_path / "o"), "--quiet"])
     assert rc == 2 and "at most 254" in err and "300" in err, err
     assert not (tmp_path / "o").exists()
 
 
 def test_box_errors_echo_what_was_typed(clip, tmp_path, capsys, no_model):
-    """#12: box errors echoed the converted x,y,w,h (` 100, 80 ,50,50` came back as `100,80,50,50`, and
+    """#12: box errors echoed the converted x,y,w,h (` 100, 80 ,150,130` came back as `100,80,50,50`, and
     rtvos.track's (x1, y1, x2, y2) came back as x,y,w,h)."""
     import rtvos
     from rtvos.io import InputError
 
     c, paths = clip
-    rc, err = _main_err(capsys, ["segment", str(paths.video), "--box", " 100, 80 ,50,50", "--out",
+    rc, err = _main_err(capsys, ["segment", str(paths.video), "--box", " 100, 80 ,150,130", "--out",
                                  str(tmp_path / "o"), "--quiet"])
-    assert rc == 2 and "box 100, 80 ,50,50 reaches (150,130)" in err, err
+    assert rc == 2 and "box 100, 80 ,150,130 reaches (150,130)" in err, err
     with pytest.raises(InputError, match=r"box \(30, 20, 10, 40\) must have a positive width"):
         rtvos.track(c.frames, boxes=[(30, 20, 10, 40)])
 
@@ -334,7 +334,8 @@ def test_track_takes_a_single_box_and_refuses_nan(clip, seg):
     assert all(np.array_equal(a, b) and np.array_equal(a, d) for a, b, d in zip(one, listed, as_array))
     assert set(np.unique(one[0])) == {0, 1}
     for bad, match in (([(float("nan"), 0, 10, 10)], r"box \(nan, 0, 10, 10\) has a coordinate that is not a finite"),
-                       ([(1, 2, 3)], r"box must be \(x1, y1, x2, y2\)"), ("10,10,20,20", "boxes must be a list"),
+                       ([(1, 2, 3)], r"box must be \(x1, y1, x2, y2\)"), ("10,10,20", "is not 'x1,y1,x2,y2'"),
+                       (b"10,10,20,20", "boxes must be a list"),
                        ([("a", 1, 2, 3)], "numbers")):
         with pytest.raises(InputError, match=match):
             rtvos.track(c.frames, boxes=bad, model=seg)

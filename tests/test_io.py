@@ -66,7 +66,7 @@ def test_read_video_file(mp4: tuple[Path, list[np.ndarray]]) -> None:
         assert src.num_frames == T
         assert src.name == "clip"
         frames = list(src)
-    assert [f.index for f in frames] == list(range(T))
+    assert [f.source_index for f in frames] == list(range(T))
     for f, r in zip(frames, ref):
         assert isinstance(f, Frame)
         assert f.image.shape == (H, W, 3) and f.image.dtype == np.uint8
@@ -119,7 +119,7 @@ def test_read_frame_folder_png_exact_and_sorted(tmp_path: Path) -> None:
         got = list(src)
     assert len(got) == 11
     for i, f in enumerate(got):
-        assert f.index == i and f.pts_s == pytest.approx(i / 12.5)
+        assert f.source_index == i and f.pts_s == pytest.approx(i / 12.5)
         assert f.image.dtype == np.uint8 and f.image.flags.c_contiguous
         np.testing.assert_array_equal(f.image, frames[i])  # RGB order, lossless
 
@@ -165,7 +165,7 @@ def test_folder_with_differing_sizes(tmp_path: Path) -> None:
     Image.fromarray(np.zeros((H + 2, W, 3), np.uint8)).save(tmp_path / "00001.png")
     src = open_source(tmp_path)
     it = iter(src)
-    assert next(it).index == 0
+    assert next(it).source_index == 0
     with pytest.raises(InputError, match="00001.png"):
         next(it)
 
@@ -212,8 +212,8 @@ def test_truncated_mp4_yields_frames_then_errors(
     assert 0 < len(got) < T, msg
     # Frames before the damage are intact and correctly numbered/timestamped.
     for f in got:
-        np.testing.assert_array_equal(f.image, full[f.index].image)
-        assert f.pts_s == full[f.index].pts_s
+        np.testing.assert_array_equal(f.image, full[f.source_index].image)
+        assert f.pts_s == full[f.source_index].pts_s
 
 
 def test_mp4_cut_inside_header(mp4: tuple[Path, list[np.ndarray]], tmp_path: Path) -> None:
@@ -491,8 +491,10 @@ def test_io_module_imports_on_its_own(module: str) -> None:
     run = subprocess.run([sys.executable, "-c", _ISOLATED_IMPORT, f"rtvos.io.{module}", str(_IO_DIR)],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
-    loaded = {m.removeprefix("rtvos.io.") for m in json.loads(run.stdout.splitlines()[-1])} - {"rtvos.io", module}
-    assert not {m for m in loaded if m.startswith("rtvos.")}, loaded  # rtvos.io needs nothing outside itself
+    # rtvos.common is the library's leaf module of shared facts (box format, mask video modes), importing nothing
+    loaded = {m.removeprefix("rtvos.io.") for m in json.loads(run.stdout.splitlines()[-1])} - {"rtvos.io", module,
+                                                                                               "rtvos.common"}
+    assert not {m for m in loaded if m.startswith("rtvos.")}, loaded  # rtvos.io needs nothing else outside itself
     if module in _IO_LAYERS:
         assert loaded == _IO_LAYERS[module], loaded
     else:
@@ -617,7 +619,7 @@ def test_frame_source_protocol_is_structural_and_gives_defaults() -> None:
             self.name, self.fps, self.size, self.num_frames = "sub", 30.0, (4, 4), None
 
         def __iter__(self) -> Iterator[Frame]:
-            yield Frame(index=0, image=np.zeros((4, 4, 3), np.uint8))
+            yield Frame(source_index=0, image=np.zeros((4, 4, 3), np.uint8))
 
     assert isinstance(Plain(), FrameSource) and not isinstance(NoStats(), FrameSource)
     with Inherits() as src:

@@ -127,7 +127,7 @@ def test_rtsp_stream_reads_frames(shared_server: RtspServer) -> None:
         assert src.name == "clip" and PASSWORD not in repr(src)
         frames = _take(src, 12)
         stats = src.stats()
-    idx = [f.index for f in frames]
+    idx = [f.source_index for f in frames]
     assert idx == sorted(set(idx)) and idx[0] == 0
     pts = [f.pts_s for f in frames]
     assert pts[0] == 0.0 and all(b > a for a, b in zip(pts, pts[1:]))
@@ -166,7 +166,7 @@ def test_drop_policy_drops_for_a_slow_consumer_and_block_does_not(shared_server:
                 time.sleep(0.15)  # ~4 frame periods at 25 fps
                 if len(frames) >= 8:
                     break
-            results[policy] = ([f.index for f in frames], src.stats())
+            results[policy] = ([f.source_index for f in frames], src.stats())
     drop_idx, drop_stats = results["drop"]
     block_idx, block_stats = results["block"]
     assert drop_stats["dropped"] > 0
@@ -186,7 +186,7 @@ def test_reconnects_after_server_restart(server: RtspServer, caplog: pytest.LogC
                 break
         stats = src.stats()
     assert stats["reconnects"] >= 1 and stats["reconnect_attempts"] >= 1
-    idx = [f.index for f in frames]
+    idx = [f.source_index for f in frames]
     assert all(b > a for a, b in zip(idx, idx[1:]))
     pts = [f.pts_s for f in frames]
     assert all(b > a for a, b in zip(pts, pts[1:]))
@@ -215,7 +215,7 @@ def test_hung_server_is_noticed_by_the_read_timeout(server: RtspServer, caplog: 
                 server.resume()
             if src.stats()["reconnects"] >= 1 and len(frames) >= 15:
                 break
-    assert [f.index for f in frames] == sorted({f.index for f in frames})
+    assert [f.source_index for f in frames] == sorted({f.source_index for f in frames})
     assert any("no answer within 1 s" in r.getMessage() for r in caplog.records)
     assert PASSWORD not in caplog.text
 
@@ -300,8 +300,8 @@ def test_webcam_through_pyav_v4l2(fake_v4l2: list[tuple[str, str | None]], devic
         later = _take(src, 1)[0]
         stats = src.stats()
     assert fake_v4l2[0] == ("/dev/video0", "v4l2")
-    assert [f.index for f in frames] == sorted({f.index for f in frames})
-    assert later.index > frames[-1].index + 1 and stats["dropped"] > 0
+    assert [f.source_index for f in frames] == sorted({f.source_index for f in frames})
+    assert later.source_index > frames[-1].source_index + 1 and stats["dropped"] > 0
     assert stats["frames"] == 6 and stats["backend"] == "pyav-v4l2"
     assert all(f.image.shape == (120, 160, 3) and f.captured_s is not None for f in frames)
 
@@ -331,7 +331,7 @@ def test_webcam_falls_back_to_opencv(tmp_path: Path, monkeypatch: pytest.MonkeyP
         assert src.backend == "opencv" and src.size == (64, 96) and src.fps == pytest.approx(30)
         frames = list(src)
     assert opened == [0]
-    assert [f.index for f in frames] == list(range(10))
+    assert [f.source_index for f in frames] == list(range(10))
     means = [float(f.image.mean()) for f in frames]
     assert means == pytest.approx([float(r.mean()) for r in ref], abs=3)
 

@@ -59,9 +59,9 @@ def test_n_streams_equal_n_single_runs_and_share_one_model(net, clips, tmp_path)
     for i, c in enumerate(clips):
         ref = list(rtvos.track(np.stack(c.frames), mask=c.masks[0], model=net, **OPTS))
         mine = got[f"cam{i}"]
-        assert [r.frame for r in mine] == list(range(c.num_frames))
+        assert [r.frame_index for r in mine] == list(range(c.num_frames))
         for a, b in zip(ref, mine):
-            assert _iou(a.mask, b.mask) >= 0.999, (i, a.frame)
+            assert _iou(a.mask, b.mask) >= 0.999, (i, a.frame_index)
         assert sorted(p.name for p in (tmp_path / f"cam{i}").glob("*.png")) == [f"{k:05d}.png" for k in range(12)]
     # Round-robin: no stream runs ahead of another by more than a frame or two at any point.
     for end in range(3, len(order)):
@@ -102,18 +102,18 @@ def test_add_and_remove_streams_while_running(net, clips, tmp_path):
     seen: dict[str, list[int]] = {}
     c_masks = []
     for sid, r in multi:
-        seen.setdefault(sid, []).append(r.frame)
+        seen.setdefault(sid, []).append(r.frame_index)
         if sid == "c":
             c_masks.append(r.mask)
-        if sid == "b" and r.frame == 2:
+        if sid == "b" and r.frame_index == 2:
             multi.add("c", np.stack(c.frames), mask=c.masks[0])  # from the loop itself
-        if sid == "a" and r.frame == 4:
+        if sid == "a" and r.frame_index == 4:
             removed = multi.remove("a")  # ends at the next pass, flushing its log
             assert removed.id == "a"
     assert seen["b"] == list(range(12)) and seen["c"] == list(range(12))
     assert 5 <= len(seen["a"]) < 12 and seen["a"] == list(range(len(seen["a"])))
     lines = [json.loads(x) for x in (tmp_path / "a.jsonl").read_text().splitlines()]
-    assert [x["frame"] for x in lines] == seen["a"]  # every frame yielded was flushed, nothing after
+    assert [x["frame_index"] for x in lines] == seen["a"]  # every frame yielded was flushed, nothing after
     assert "a" not in multi.ids()  # removed streams are forgotten, ended ones stay for status
     assert {s.id: s.state for s in multi.status()} == {"b": "done", "c": "done"}
     assert not _stream_threads()
@@ -195,7 +195,7 @@ class _FastLive(FrameSourceBase):
     def __iter__(self):
         for i in range(self.n):
             time.sleep(0.002)
-            yield Frame(index=i, image=self.clip.frames[i % self.clip.num_frames], captured_s=time.time())
+            yield Frame(source_index=i, image=self.clip.frames[i % self.clip.num_frames], captured_s=time.time())
 
 
 def test_live_streams_keep_only_the_newest_frame(net, clips):
@@ -213,7 +213,7 @@ def test_resume_after_continues_a_file_stream_from_a_checkpoint(net, clips):
     full = [r.mask for r in rtvos.track(np.stack(a.frames), mask=a.masks[0], model=net, **OPTS)]
     multi = MultiTracker(net, **OPTS)
     multi.add("r", np.stack(a.frames), mask=full[5], resume_after=5)
-    got = [(r.frame, r.mask) for _, r in multi]
+    got = [(r.frame_index, r.mask) for _, r in multi]
     assert [f for f, _ in got] == list(range(6, 12))  # frame 5 is not emitted again, none skipped
     assert all(_iou(m, full[f]) >= 0.9 for f, m in got)
 
@@ -249,14 +249,14 @@ def test_resume_after_on_a_live_source_anchors_its_next_frame(net, clips):
     multi = MultiTracker(net, **OPTS)
     multi.add("cam", _FastLive(a, 5), mask=a.masks[3], resume_after=41)
     got = [r for _, r in multi]
-    assert got[0].frame == 42 and got[0].anchored and np.array_equal(got[0].mask, a.masks[3])
-    assert [r.frame for r in got] == list(range(42, 42 + len(got)))
+    assert got[0].frame_index == 42 and got[0].anchored and np.array_equal(got[0].mask, a.masks[3])
+    assert [r.frame_index for r in got] == list(range(42, 42 + len(got)))
 
 
 def test_resume_from_a_checkpoint_whose_objects_were_all_lost(net, clips):
     a = clips[0]
     multi = MultiTracker(net, **OPTS)
     multi.add("r", np.stack(a.frames), mask=np.zeros(a.size, np.uint8), resume_after=5)
-    got = [(r.frame, r.mask) for _, r in multi]
+    got = [(r.frame_index, r.mask) for _, r in multi]
     assert [f for f, _ in got] == list(range(6, 12)) and not any(m.any() for _, m in got)
     assert multi.status("r")[0].state == "done"

@@ -34,7 +34,7 @@ def test_a_paced_file_takes_its_duration():
     t0 = time.perf_counter()
     got = list(src)
     took = time.perf_counter() - t0
-    assert [f.index for f in got] == list(range(n))
+    assert [f.source_index for f in got] == list(range(n))
     assert took >= 0.7 * (n - 1) / fps, took  # (n-1)/fps = 0.55 s; unpaced it is ~1 ms
     assert all(f.captured_s is not None for f in got)
     assert got[-1].captured_s - got[0].captured_s >= 0.7 * (n - 1) / fps  # stamped when due, as a camera would
@@ -58,7 +58,7 @@ def test_live_sources_are_not_paced_and_close_wakes_a_waiting_reader():
     src = paced(ArraySource(_frames(3), fps=0.2))  # 5 s between frames
     assert paced(src) is src
     got: list[int] = []
-    reader = threading.Thread(target=lambda: got.extend(f.index for f in src))
+    reader = threading.Thread(target=lambda: got.extend(f.source_index for f in src))
     reader.start()
     time.sleep(0.3)
     t0 = time.perf_counter()

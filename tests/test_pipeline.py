@@ -26,11 +26,15 @@ from rtvos.data.synthetic import make_synthetic_clip, write_synthetic_clip
 from rtvos.io import Frame, FrameSource, InputError, open_source, read_mask, write_mask
 from rtvos.io.sinks import JsonlSink, LiveViewSink, MaskSink, SegmentedFrame, Sink, VideoSink, WindowSink
 from rtvos.models import RandomWeightsWarning
-from rtvos.pipeline import Pipeline, PipelineConfig, Reservoir, run_pipeline
+from rtvos.pipeline import Pipeline, PipelineConfig, Reservoir
 
 S = 64
-JSONL_FIELDS = {"frame", "source_index", "pts_s", "captured_s", "size", "anchored", "output_s", "latency_ms", "step_ms",
+JSONL_FIELDS = {"frame_index", "source_index", "pts_s", "captured_s", "size", "anchored", "output_s", "latency_ms", "step_ms",
                 "stages_ms", "dropped", "objects"}
+
+
+def _run(source, segmenter, sinks, first_mask, **kwargs):
+    return Pipeline(source, segmenter, sinks, first_mask, **kwargs).run()
 
 
 def _decoded_frames(path: Path, until_error: bool = False) -> int:
@@ -81,7 +85,7 @@ class LoopSource(FrameSource):
             if i == self.raise_at:
                 assert self.exc is not None
                 raise self.exc
-            yield Frame(index=i, image=self.frames[i % len(self.frames)], pts_s=i / self.fps)
+            yield Frame(source_index=i, image=self.frames[i % len(self.frames)], pts_s=i / self.fps)
 
     def stats(self) -> dict[str, int]:
         return {"frames": self.count, "dropped": 0, "reconnects": 0}
@@ -97,7 +101,7 @@ class FailAt(Sink):
         self.k = k
 
     def write(self, item: SegmentedFrame) -> None:
-        if item.n == self.k:
+        if item.frame_index == self.k:
             raise RuntimeError(f"boom at frame {self.k}")
 
 
@@ -133,7 +137,7 @@ def _sinks(out: Path) -> list[Sink]:
 def test_pipeline_writes_every_output(model, synth, tmp_path):
     clip, paths = synth
     mask, palette = read_mask(paths.first_mask)
-    summary = run_pipeline(open_source(paths.video), rtvos.Segmenter(model, size=S), _sinks(tmp_path), mask,
+    summary = _run(open_source(paths.video), rtvos.Segmenter(model, size=S), _sinks(tmp_path), mask,
                            palette=palette, config=PipelineConfig(progress="off"))
     n = clip.num_frames
     assert (summary.frames, summary.segmented, summary.dropped, summary.interrupted) == (n, n, 0, False)
@@ -147,9 +151,12 @@ def test_pipeline_writes_every_output(model, synth, tmp_path):
     assert _decoded_frames(tmp_path / "overlay.mp4") == n
     rows = _jsonl(tmp_path / "log.jsonl")
     assert len(rows) == n and all(set(r) == JSONL_FIELDS for r in rows)
-    assert [r["frame"] for r in rows] == list(range(n)) == [r["source_index"] for r in rows]
+    assert [r["frame_index"] for r in rows] == list(range(n)) == [r["source_index"] for r in rows]
+    # Latency starts at the capture, or at the first mask's arrival for frames read ahead before it.
+    assert (rows[-1]["latency_ms"] == pytest.approx((rows[-1]["output_s"] - rows[-1]["captured_s"]) * 1e3, abs=0.01)
+            or n <= 5)
     for r in rows:
-        assert r["latency_ms"] == pytest.approx((r["output_s"] - r["captured_s"]) * 1e3, abs=0.01)
+        assert r["latency_ms"] <= (r["output_s"] - r["captured_s"]) * 1e3 + 0.01
         assert r["latency_ms"] >= r["step_ms"] > 0 and r["dropped"] == 0
         assert [o["id"] for o in r["objects"]] == [1, 2] and r["pts_s"] is not None
         assert {"decode", "preprocess", "overlay", "encode", "png"} <= set(r["stages_ms"])
@@ -186,7 +193,7 @@ def test_source_error_after_frames_flushes_then_raises(model, synth, tmp_path):
 def test_keyboard_interrupt_in_the_source_returns_a_summary(model, synth, tmp_path):
     clip, _ = synth
     src = LoopSource(clip.frames, 100, raise_at=7, exc=KeyboardInterrupt())
-    summary = run_pipeline(src, rtvos.Segmenter(model, size=S), _sinks(tmp_path), clip.masks[0],
+    summary = _run(src, rtvos.Segmenter(model, size=S), _sinks(tmp_path), clip.masks[0],
                            config=PipelineConfig(progress="off"))
     assert summary.interrupted and summary.frames == 7 and summary.stop_reason == "Ctrl-C"
     assert _decoded_frames(tmp_path / "overlay.mp4") == 7
@@ -202,7 +209,7 @@ class CtrlCAt(Sink):
         self.k = k
 
     def write(self, item: SegmentedFrame) -> None:
-        if item.n == self.k:
+        if item.frame_index == self.k:
             os.kill(os.getpid(), signal.SIGINT)
 
 
@@ -218,16 +225,53 @@ def test_ctrl_c_on_the_main_thread_flushes_every_sink(model, synth, tmp_path):
     assert len(_jsonl(tmp_path / "log.jsonl")) == summary.frames
 
 
+class _BurstStream:
+    """A camera that sends its first frame, then (once the run has it) the rest as fast as it can."""
+
+    fps, backend = 24.0, "fake"
+
+    def __init__(self, frames: list[np.ndarray], total: int) -> None:
+        self.images, self.total, self.go = frames, total, threading.Event()
+
+    def frames(self) -> Iterator[tuple[np.ndarray, float | None]]:
+        for i in range(self.total):
+            if i == 1:
+                self.go.wait(30)
+            yield self.images[i % len(self.images)], None
+            time.sleep(0.001)
+
+    def close(self) -> None:
+        pass
+
+
 def test_live_source_keeps_the_newest_frame_and_counts_drops(model, synth):
+    """The live source's "drop" policy is the one place frames are dropped and counted: the pipeline reads it
+    on the model thread, with no queue or drop counter of its own."""
+    from rtvos.io.live import LiveSource
+
     clip, _ = synth
     total = 120
-    pipe = Pipeline(LoopSource(clip.frames, total, live=True), rtvos.Segmenter(model, size=S), [],
-                    clip.masks[0], config=PipelineConfig(progress="off"))
+    stream = _BurstStream(clip.frames, total)
+
+    class Burst(LiveSource):
+        display = name = "burst"
+
+        def _connect(self):
+            return stream
+
+    src = Burst(reconnect=False)
+
+    def first(frame: Frame) -> np.ndarray:
+        stream.go.set()
+        return clip.masks[0]
+
+    pipe = Pipeline(src, rtvos.Segmenter(model, size=S), [], first, config=PipelineConfig(progress="off"))
     summary = pipe.run()
     # The camera never waits: every frame was either segmented or replaced by a newer one before the model
-    # took it (a replaced frame is a dropped frame); the queue never held more than one.
+    # took it (a replaced frame is a dropped frame, counted by the source).
     assert summary.frames + summary.dropped == total and summary.dropped > 0
-    assert pipe.peak_inq == 1
+    assert summary.dropped == src.stats()["dropped"]  # the source's own counter, the only one
+    assert not pipe.reader.ahead and pipe.reader.peak == 0 and pipe.reader.queue.qsize() == 0
 
 
 def test_bounded_structures_do_not_grow(model, tmp_path):
@@ -248,7 +292,7 @@ def test_bounded_structures_do_not_grow(model, tmp_path):
         name = "probe"
 
         def write(self, item: SegmentedFrame) -> None:
-            if item.n == 150:
+            if item.frame_index == 150:
                 snapshots.append(tracemalloc.take_snapshot())
 
     cfg = PipelineConfig(progress="off", stats_capacity=cap, read_queue=3, write_queue=5)
@@ -263,7 +307,7 @@ def test_bounded_structures_do_not_grow(model, tmp_path):
     assert summary.frames == n
     assert len(pipe.stats.latency_ms) == len(pipe.stats.step_ms) == cap and pipe.stats.latency_ms.count == n
     assert len(pipe.stats.recent) <= pipe.stats.RECENT
-    assert pipe.peak_inq <= 3 and pipe.peak_outq <= 5 and pipe.inq.qsize() <= 3 and pipe.outq.qsize() == 0
+    assert pipe.reader.peak <= 3 and pipe.writer.peak <= 5 and pipe.reader.queue.qsize() <= 3 and pipe.writer.queue.qsize() == 0
     assert set(pipe.stats.stage_sum_ms) == set(summary.stages_ms)  # one entry per stage, not per frame
     ours = [tracemalloc.Filter(True, f"*{os.sep}rtvos{os.sep}*"), tracemalloc.Filter(True, f"*{os.sep}apps{os.sep}*")]
     before, after = (snap.filter_traces(ours) for snap in snapshots)
@@ -286,11 +330,11 @@ def test_live_view_sink_publishes_frames_and_stats(model, synth):
 
     clip, paths = synth
     with LiveView(port=0) as view:
-        run_pipeline(open_source(paths.video), rtvos.Segmenter(model, size=S), [LiveViewSink(view)],
+        _run(open_source(paths.video), rtvos.Segmenter(model, size=S), [LiveViewSink(view)],
                      clip.masks[0], config=PipelineConfig(progress="off"))
         doc = json.loads(urllib.request.urlopen(view.url + "stats.json", timeout=10).read())
     assert doc["frames"] == clip.num_frames and (doc["width"], doc["height"]) == (128, 96)
-    assert doc["stats"]["frame"] == clip.num_frames - 1 and "latency_ms" in doc["stats"] and "fps" in doc["stats"]
+    assert doc["stats"]["frame_index"] == clip.num_frames - 1 and "latency_ms" in doc["stats"] and "fps" in doc["stats"]
 
 
 def test_window_sink_without_display_is_one_line(monkeypatch, synth, tmp_path, capsys):
@@ -333,7 +377,7 @@ def test_window_sink_shows_frames_and_closing_it_ends_the_run(model, synth, tmp_
 
     class UserClosesAt(WindowSink):
         def write(self, item: SegmentedFrame) -> None:
-            if item.n == 5:
+            if item.frame_index == 5:
                 self._on_close()  # what the window manager's close button does
             super().write(item)
 
@@ -353,7 +397,7 @@ def test_window_sink_shows_frames_and_closing_it_ends_the_run(model, synth, tmp_
 def test_segment_box_and_jsonl(synth, tmp_path):
     clip, paths = synth
     out, log = tmp_path / "out", tmp_path / "log.jsonl"
-    rc = main(["segment", str(paths.video), "--box", "20,16,60,50", "--out", str(out), "--jsonl", str(log),
+    rc = main(["segment", str(paths.video), "--box", "20,16,80,66", "--out", str(out), "--jsonl", str(log),
                "--model", "rpmnet_r18", "--size", str(S), "--quiet"])
     assert rc == 0
     first, _ = read_mask(out / "00000.png")
@@ -427,12 +471,12 @@ def test_bad_inputs_are_one_line_errors(case, synth, tmp_path, capsys):
         "url-scheme": ["stream", "ftp://user:secret@example.com/cam", "--box", "1,1,8,8", "--out",
                        str(tmp_path / "o.mp4")],
         "box-syntax": ["segment", str(paths.video), "--box", "1,2,3"],
-        "box-outside": ["segment", str(paths.video), "--box", "100,80,50,50"],
+        "box-outside": ["segment", str(paths.video), "--box", "100,80,150,130"],
         "serve": ["segment", str(paths.video), "--serve", "localhost:http"],
         "mask-and-box": ["segment", str(paths.video), "--mask", mask, "--box", "1,1,8,8"],
     }[case]
     expect = {"missing": "nope.mp4", "not-a-video": "notes.mp4", "mask-size": "10x12", "url-scheme": "ftp",
-              "box-syntax": "1,2,3", "box-outside": "100,80,50,50", "serve": "localhost:http",
+              "box-syntax": "1,2,3", "box-outside": "100,80,150,130", "serve": "localhost:http",
               "mask-and-box": "--box"}[case]
     (tmp_path / "notes.mp4").write_text("not a video\n")
     write_mask(tmp_path / "small.png", np.ones((12, 10), np.uint8))
@@ -460,7 +504,7 @@ def test_webcam_app_through_a_v4l2_like_fake(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("DISPLAY", raising=False)  # no window: with --out it records headless
     n = 15
     out, log = tmp_path / "cam.mp4", tmp_path / "cam.jsonl"
-    rc = main(["webcam", "0", "--box", "40,30,60,50", "--out", str(out), "--jsonl", str(log), "--max-frames",
+    rc = main(["webcam", "0", "--box", "40,30,100,80", "--out", str(out), "--jsonl", str(log), "--max-frames",
                str(n), "--model", "rpmnet_r18", "--size", str(S), "--quiet"])
     assert rc == 0, capsys.readouterr().err
     assert _decoded_frames(out) == n
@@ -523,7 +567,7 @@ def test_stream_rtsp_segments_and_writes_the_overlay(tmp_path, capsys):
     n = 12
     out, log = tmp_path / "overlay.mp4", tmp_path / "log.jsonl"
     try:
-        rc = main(["stream", server.url, "--box", "40,30,60,50", "--out", str(out), "--jsonl", str(log),
+        rc = main(["stream", server.url, "--box", "40,30,100,80", "--out", str(out), "--jsonl", str(log),
                    "--max-frames", str(n), "--model", "rpmnet_r18", "--size", str(S), "--quiet"])
     finally:
         server.stop()
@@ -545,7 +589,7 @@ def test_stream_survives_a_server_restart(tmp_path, capsys):
     out, log = tmp_path / "overlay.mp4", tmp_path / "log.jsonl"
     result: list[int] = []
     app = threading.Thread(target=lambda: result.append(main(
-        ["stream", server.url, "--box", "40,30,60,50", "--out", str(out), "--jsonl", str(log), "--max-frames",
+        ["stream", server.url, "--box", "40,30,100,80", "--out", str(out), "--jsonl", str(log), "--max-frames",
          str(n), "--model", "rpmnet_r18", "--size", str(S), "--quiet"])))
     try:
         app.start()

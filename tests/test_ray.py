@@ -96,7 +96,7 @@ def test_sigkill_of_a_worker_resumes_its_streams_from_the_checkpoint(cluster, tm
         pngs = sorted(p.name for p in (tmp_path / sid).glob("*.png"))
         assert pngs == [f"{k:05d}.png" for k in range(FRAMES)], sid
         lines = (tmp_path / f"{sid}.jsonl").read_text().splitlines()
-        assert [int(x.split('"frame":')[1].split(",")[0]) for x in lines] == list(range(FRAMES)), sid
+        assert [int(x.split('"frame_index":')[1].split(",")[0]) for x in lines] == list(range(FRAMES)), sid
     # The 25 frames after the re-anchor follow the uninterrupted run.
     (resumed,) = a["resumed_from"]  # the checkpoint's frame: the last one written before the kill
     assert resumed >= killed_after - 1 and resumed + 25 < FRAMES

@@ -45,7 +45,7 @@ def test_to_json_and_jsonl_lines_match_the_one_schema(run: tuple[list[dict], lis
         validator.validate(line)
         assert set(doc) == set(line)
         # The same frame, the same objects: only the times the sinks add after the loop saw it may differ.
-        for key in ("frame", "source_index", "pts_s", "captured_s", "size", "anchored", "dropped", "step_ms", "objects"):
+        for key in ("frame_index", "source_index", "pts_s", "captured_s", "size", "anchored", "dropped", "step_ms", "objects"):
             assert doc[key] == line[key], key
         assert line["output_s"] is not None and line["latency_ms"] is not None
         for obj in line["objects"]:
@@ -59,7 +59,7 @@ def test_to_json_and_jsonl_lines_match_the_one_schema(run: tuple[list[dict], lis
 def test_schema_rejects_the_old_layouts() -> None:
     """A record with per-id dicts (the old JSONL layout) or timings_ms (the old to_json) is not this record."""
     validator = jsonschema.Draft202012Validator(frame_schema())
-    good = {"frame": 0, "source_index": 0, "pts_s": None, "captured_s": 1.0, "size": [4, 4], "anchored": True,
+    good = {"frame_index": 0, "source_index": 0, "pts_s": None, "captured_s": 1.0, "size": [4, 4], "anchored": True,
             "dropped": 0, "step_ms": 1.0, "stages_ms": {}, "output_s": None, "latency_ms": None,
             "objects": [{"id": 1, "area": 3, "box": [0, 0, 2, 2]}]}
     validator.validate(good)

@@ -152,7 +152,7 @@ def test_memory_flat_state(model, clip):
 
 
 def test_shipped_sample_mask_reads():
-    from rtvos.apps.segment import sample_paths
+    from rtvos.data.sample import sample_clip_paths as sample_paths
 
     video, mask = sample_paths()
     ids, palette = read_mask(mask)

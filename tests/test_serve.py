@@ -64,7 +64,7 @@ def test_until_done_writes_every_stream_completely(clips, tmp_path):
         assert pngs == [f"{k:05d}.png" for k in range(15)], cam
         assert _frames(tmp_path / "out" / cam / "overlay.mp4") == 15, cam
         assert f"{cam}: done, 15 frames" in out
-    assert [json.loads(x)["frame"] for x in (tmp_path / "out/cam0.jsonl").read_text().splitlines()] == list(range(15))
+    assert [json.loads(x)["frame_index"] for x in (tmp_path / "out/cam0.jsonl").read_text().splitlines()] == list(range(15))
     assert _frames(tmp_path / "out/cam2_masks.mp4") == 15
 
 
@@ -238,7 +238,7 @@ def test_live_view_shows_each_stream_cheaply(clips, tmp_path):
         while engine.status("cam1")[0]["frames"] < 10 and time.time() < deadline:
             time.sleep(0.1)
         doc = json.loads(urllib.request.urlopen(base + "/live/cam1/stats.json", timeout=10).read())
-        assert doc["state"] == "segmenting" and doc["stats"]["frame"] >= 5
+        assert doc["state"] == "segmenting" and doc["stats"]["frame_index"] >= 5
         assert doc["frames"] == 0, "an overlay was drawn while nobody watched"
 
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=20)

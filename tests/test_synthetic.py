@@ -92,7 +92,7 @@ def test_write_synthetic_clip(tmp_path: Path) -> None:
     assert paths.frames_dir is not None
     with open_source(paths.frames_dir) as src:
         for f in src:
-            np.testing.assert_array_equal(f.image, clip.frames[f.index])  # png: lossless
+            np.testing.assert_array_equal(f.image, clip.frames[f.source_index])  # png: lossless
     for i, p in enumerate(paths.mask_files):
         ids, pal = read_mask(p)
         np.testing.assert_array_equal(ids, clip.masks[i])

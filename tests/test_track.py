@@ -38,10 +38,10 @@ def test_results_in_order_and_equal_to_rtvos_segment_pngs(clip, tmp_path):
     assert main(["segment", str(paths.frames_dir), "--mask", str(paths.first_mask), "--out", str(out),
                  "--size", "64", "--backend", "eager", "--device", "cpu", "--quiet", "--no-video"]) == 0
     results = list(rtvos.track(paths.frames_dir, mask=paths.first_mask, size=64, backend="eager", device="cpu"))
-    assert [r.frame for r in results] == list(range(clip.num_frames))
+    assert [r.frame_index for r in results] == list(range(clip.num_frames))
     assert results[0].anchored and not results[1].anchored
     for r in results:
-        ids, _ = read_mask(out / f"{r.frame:05d}.png")
+        ids, _ = read_mask(out / f"{r.frame_index:05d}.png")
         assert np.array_equal(ids, r.mask), r
         assert r.masks.shape == (2, 96, 128) and r.ids == (1, 2)
         assert np.array_equal(r.masks.sum((1, 2)), r.areas)
@@ -50,7 +50,7 @@ def test_results_in_order_and_equal_to_rtvos_segment_pngs(clip, tmp_path):
 def test_result_views_plot_save_json_and_repr(clip, seg, tmp_path):
     r = list(rtvos.track(clip.frames, mask=clip.masks[0], model=seg))[-1]
     doc = json.loads(json.dumps(r.to_json()))  # JSON-ready all the way down
-    assert doc["frame"] == clip.num_frames - 1 and doc["size"] == [96, 128]
+    assert doc["frame_index"] == clip.num_frames - 1 and doc["size"] == [96, 128]
     for k, obj in enumerate(doc["objects"]):
         m = rle_decode(obj["rle"])
         assert np.array_equal(m, r.mask == obj["id"]) and obj["area"] == int(m.sum())
@@ -62,7 +62,7 @@ def test_result_views_plot_save_json_and_repr(clip, seg, tmp_path):
     path = r.save(tmp_path / "saved", overlay=True)
     assert np.array_equal(read_mask(path)[0], r.mask) and path.with_suffix(".jpg").is_file()
     text = repr(r)
-    assert "\n" not in text and f"frame={r.frame}" in text and "96" in text
+    assert "\n" not in text and f"frame_index={r.frame_index}" in text and "96" in text
     assert r.scores is not None and r.scores.shape == (2, 96, 128)
 
 
@@ -78,7 +78,7 @@ def test_breaking_early_releases_the_source_and_flushes_sinks(clip, seg, tmp_pat
     log = tmp_path / "log.jsonl"
     tracking = rtvos.track(src, mask=clip.masks[0], model=seg, sinks=[JsonlSink(log)])
     for r in tracking:
-        if r.frame == 2:
+        if r.frame_index == 2:
             break
     del r
     assert closed and not _pipeline_threads()
@@ -129,7 +129,7 @@ def test_reanchor_replaces_the_mask_at_the_next_frame(clip, seg):
     seen = []
     for r in tracking:
         seen.append(r)
-        if r.frame == 3:
+        if r.frame_index == 3:
             tracking.pipeline.reanchor(new)
     assert seen[4].anchored and np.array_equal(seen[4].mask, new) and 5 in seen[4].ids
     assert not seen[3].anchored and not seen[5].anchored
@@ -159,7 +159,7 @@ def test_frames_of_the_wrong_shape_fail_with_the_index(clip, seg):
     got = []
     with pytest.raises(InputError, match="frame 2 is 10x10"):
         for r in rtvos.track(frames, mask=clip.masks[0], model=seg):
-            got.append(r.frame)
+            got.append(r.frame_index)
     assert got == [0, 1]  # what was produced before the bad frame was delivered
 
 
@@ -246,7 +246,7 @@ def test_cli_several_boxes_points_exist_ok_and_mask_video(clip, tmp_path, capsys
     boxes = []
     for m in clip.masks[0][None] == np.array([1, 2])[:, None, None]:
         ys, xs = np.nonzero(m)
-        boxes.append(f"{xs.min() - 2},{ys.min() - 2},{xs.max() - xs.min() + 5},{ys.max() - ys.min() + 5}")
+        boxes.append(f"{xs.min() - 2},{ys.min() - 2},{xs.max() + 3},{ys.max() + 3}")  # x1,y1,x2,y2
     out = tmp_path / "out"
     base = ["segment", str(paths.video), "--out", str(out), "--size", "64", "--backend", "eager", "--quiet",
             "--mask-video", str(tmp_path / "m.mp4"), "--jsonl", str(tmp_path / "l.jsonl")]

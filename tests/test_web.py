@@ -29,8 +29,8 @@ import pytest
 
 from rtvos.data.synthetic import make_synthetic_clip
 from rtvos.io import InputError
-from rtvos.io.prompt import box_to_mask, parse_box
-from rtvos.web import LiveView, to_xywh
+from rtvos.io.prompt import box_from, box_to_mask, parse_box
+from rtvos.web import LiveView
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------
@@ -153,8 +153,12 @@ def view():
 
 
 def test_parse_box_valid():
-    assert parse_box("10,20,30,40") == (10, 20, 30, 40)
+    """x1,y1,x2,y2 unless xywh is asked for by name; both give the (x, y, w, h) GrabCut takes."""
+    assert parse_box("10,20,30,40") == (10, 20, 20, 20)
+    assert parse_box("10,20,30,40", fmt="xywh") == (10, 20, 30, 40)
     assert parse_box(" 0, 0 ,160,120 ", frame_size=(120, 160)) == (0, 0, 160, 120)
+    with pytest.raises(InputError, match="box format must be one of xyxy, xywh"):
+        parse_box("1,2,3,4", fmt="cxcywh")
 
 
 @pytest.mark.parametrize(
@@ -163,11 +167,11 @@ def test_parse_box_valid():
         ("10,20,30", None, "'10,20,30'"),
         ("a,b,c,d", None, "'a,b,c,d'"),
         ("1.5,2,3,4", None, "'1.5,2,3,4'"),
-        ("10,20,0,40", None, "10,20,0,40"),
+        ("10,20,10,40", None, "10,20,10,40"),
         ("10,20,30,-4", None, "10,20,30,-4"),
         ("-1,20,30,40", None, "-1,20,30,40"),
-        ("100,20,61,40", (120, 160), "160x120"),
-        ("100,90,30,40", (120, 160), "160x120"),
+        ("100,20,161,40", (120, 160), "160x120"),
+        ("100,90,130,130", (120, 160), "160x120"),
     ],
 )
 def test_parse_box_rejects(text, frame_size, needle):
@@ -778,7 +782,7 @@ def test_browser_drag_starts_segmentation_end_to_end(browser, tmp_path):
             if box is None:
                 return
             result["box"] = box
-            first = box_to_mask(clip.frames[0], to_xywh(box))
+            first = box_to_mask(clip.frames[0], box_from(box, "xyxy"))
             result["first_mask"] = first
             seg.step(clip.frames[0], first)
             view.publish(overlay(clip.frames[0], first), {})

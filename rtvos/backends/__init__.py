@@ -15,6 +15,7 @@ from ..common import AUTO, BUILTIN_BACKENDS, check_precision
 from ..models.rpmnet import RPMNet
 
 __all__ = ["Backend", "EagerBackend", "register_backend", "create_backend", "list_backends", "backend_status",
+           "unavailable_reason",
            "resolve_backend", "resolve_device", "backend_names", "AUTO"]
 
 class Backend:
@@ -74,6 +75,14 @@ def list_backends() -> list[str]:
 def backend_names() -> list[str]:
     """Every name a `backend=` argument (and the CLI's --backend) accepts: "auto" first, then the registry's."""
     return [AUTO, *list_backends()]
+
+
+def unavailable_reason(name: str) -> str | None:
+    """Why backend ``name`` cannot run here (a missing package, no GPU), or None when it can."""
+    probe = _PROBES.get(name)
+    if probe is None:
+        raise ValueError(f"unknown backend {name!r}; registered: {', '.join(_PROBES)}")
+    return probe()
 
 
 def backend_status() -> dict[str, str]:

@@ -28,7 +28,7 @@ import torch
 from ..backends import resolve_backend, resolve_device
 from ..common import AUTO, BUILTIN_BACKENDS, check_precision, one_line, stage_order
 from ..data.sample import sample_clip_paths
-from ..io import DAVIS_PALETTE, FrameSourceBase, InputError, open_source, read_mask
+from ..io import DAVIS_PALETTE, Frame, FrameSourceBase, InputError, open_source, read_mask
 from ..stats import Timer, summarize
 from .flops import count_step_flops, measure_peak_gflops
 from .machine import loadavg, machine_info, versions
@@ -181,68 +181,26 @@ def _prepare_source(config: BenchConfig, workdir: Path) -> _Source:
     return _Source(path, first, palette, str(path), desc)
 
 
-class FrameLoop:
-    """Decodes a video/folder for real, looping (re-opened, untimed) when a run needs more frames than it has.
+class FrameLoop(FrameSourceBase):
+    """A video/folder decoded for real, re-opened at its end (untimed) for as long as a run needs frames; every
+    pass re-decodes instead of keeping frames in memory.
 
-    `next(clock)` returns (RGB frame, decode ms); every pass re-decodes instead of keeping frames in memory.
+    Two ways in, one loop: iterate it as the Pipeline's source (`Frame` objects; the re-open time is recorded
+    per frame in ``reopen_ms`` so the bench keeps it out of "decode"), or call ``next(clock)`` for (RGB image,
+    decode ms) when stepping a Segmenter directly.
     """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.loops = 0
-        self._src = open_source(path)
-        self.fps = self._src.fps
-        self.size = self._src.size
-        self._it = iter(self._src)
-
-    def next(self, clock: Timer | None = None) -> tuple[np.ndarray, float]:
-        t = clock.now_ns() if clock else 0
-        try:
-            frame = next(self._it)
-        except StopIteration:
-            self._src.close()
-            self._src = open_source(self.path)
-            self._it = iter(self._src)
-            self.loops += 1
-            t = clock.now_ns() if clock else 0  # re-opening is not a per-frame decode cost
-            frame = next(self._it)
-        return frame.image, ((clock.now_ns() - t) / 1e6 if clock else 0.0)
-
-    def close(self) -> None:
-        self._src.close()
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        while True:
-            yield self.next()[0]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# the runner
-# ---------------------------------------------------------------------------------------------------------------
-def _make_segmenter(model: Any, config: BenchConfig, backend: str, precision: str, frame_hw: tuple[int, int],
-                    cache: bool = True) -> Any:
-    from ..segmenter import Segmenter
-
-    # ONNX Runtime follows torch's thread count, which --threads has already set.
-    seg = Segmenter(model, config.size, config.torch_device(), cache_embeddings=cache,
-                    mask_resolution=config.mask_resolution, backend=backend, precision=precision)
-    seg.prepare(frame_hw)  # build (export) the backend for this source's input shape before anything is timed
-    return seg
-
-
-class _LoopedSource(FrameSourceBase):
-    """The bench's source for the Pipeline: the file re-opened at its end until the pipeline has read enough
-    frames. The re-open time is recorded per frame (``reopen_ms``) so the bench can keep it out of "decode"."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._src = open_source(path)
         self.name, self.fps, self.size = path.name, self._src.fps, self._src.size
-        self.num_frames = None  # loops until the pipeline's max_frames
+        self.num_frames = None  # loops until the run stops reading
         self.loops = 0
-        self.reopen_ms: dict[int, float] = {}  # frame number (Pipeline's SegmentedFrame.n) → re-open ms
+        self.reopen_ms: dict[int, float] = {}  # frame number (SegmentedFrame.frame_index) → re-open ms
+        self._it: Iterator[Frame] | None = None
+        self._taken = 0  # frames handed out by next()
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[Frame]:
         n = 0
         while True:
             start = n
@@ -257,8 +215,33 @@ class _LoopedSource(FrameSourceBase):
             self.loops += 1
             self.reopen_ms[n] = (time.perf_counter_ns() - t) / 1e6
 
+    def next(self, clock: Timer | None = None) -> tuple[np.ndarray, float]:
+        """The next frame's image and its decode time in ms (0.0 without a clock), re-opening excluded."""
+        if self._it is None:
+            self._it = iter(self)
+        n = self._taken
+        t = clock.now_ns() if clock else 0
+        frame = next(self._it)
+        ms = (clock.now_ns() - t) / 1e6 if clock else 0.0
+        self._taken = n + 1
+        return frame.image, max(0.0, ms - self.reopen_ms.get(n, 0.0))
+
     def close(self) -> None:
         self._src.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the runner
+# ---------------------------------------------------------------------------------------------------------------
+def _make_segmenter(model: Any, config: BenchConfig, backend: str, precision: str, frame_hw: tuple[int, int],
+                    cache: bool = True) -> Any:
+    from ..segmenter import Segmenter
+
+    # ONNX Runtime follows torch's thread count, which --threads has already set.
+    seg = Segmenter(model, config.size, config.torch_device(), cache_embeddings=cache,
+                    mask_resolution=config.mask_resolution, backend=backend, precision=precision)
+    seg.prepare(frame_hw)  # build (export) the backend for this source's input shape before anything is timed
+    return seg
 
 
 def _bench_sinks(out: Path, palette: np.ndarray) -> list[Any]:
@@ -276,7 +259,7 @@ def _sequential_pass(seg: Any, source: _Source, config: BenchConfig, workdir: Pa
     from ..pipeline import Pipeline, PipelineConfig
 
     skip = 1 + config.warmup
-    src = _LoopedSource(source.path)
+    src = FrameLoop(source.path)
     seg.reset()
     pipe = Pipeline(src, seg, _bench_sinks(workdir / "sequential", source.palette), source.first_mask,
                     palette=source.palette,
@@ -290,14 +273,14 @@ def _sequential_pass(seg: Any, source: _Source, config: BenchConfig, workdir: Pa
         t_prev = clock.now_ns()
         for item in pipe.frames():
             t = clock.now_ns()
-            if item.n >= skip:
+            if item.frame_index >= skip:
                 e2e.append((t - t_prev) / 1e6)
                 step.append(float(item.step_ms))
                 for name, ms in item.stages_ms.items():
                     if name == "decode":  # re-opening a looped source is not a per-frame decode cost
-                        ms = max(0.0, ms - src.reopen_ms.get(item.n, 0.0))
+                        ms = max(0.0, ms - src.reopen_ms.get(item.frame_index, 0.0))
                     stages.setdefault(name, []).append(float(ms))
-            elif item.n == skip - 1:
+            elif item.frame_index == skip - 1:
                 setup_s = build_s + time.perf_counter() - t_start
             t_prev = t
         flush_ms = (clock.now_ns() - t_prev) / 1e6  # after the last frame: the sinks closed (encoder flushed)
@@ -318,7 +301,7 @@ def _threaded_pass(seg: Any, source: _Source, config: BenchConfig, workdir: Path
     Stage percentiles come from the pipeline's own RunStats (recorded once each frame's sinks are done)."""
     from ..pipeline import Pipeline, PipelineConfig
 
-    src = _LoopedSource(source.path)
+    src = FrameLoop(source.path)
     seg.reset()
     try:
         pipe = Pipeline(src, seg, _bench_sinks(workdir / "threaded", source.palette), source.first_mask,

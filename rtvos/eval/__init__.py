@@ -1,5 +1,10 @@
 """Benchmark evaluation: DAVIS J/F metrics (official protocol), dataset readers and label-free baselines."""
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from .baselines import CopyBaseline, FlowBaseline
 from .datasets import (
     DatasetError,
@@ -42,3 +47,23 @@ __all__ = [
     "read_segtrack",
     "read_youtube_objects",
 ]
+
+#: The evaluation runner and ablations, and the knobs `rtvos eval` sets (what the apps import).
+_LAZY = {
+    "ablation_markdown": ".analysis", "attribute_markdown": ".analysis", "discover_checkpoints": ".analysis",
+    "run_ablation": ".analysis", "write_ablation_csv": ".analysis", "APPEARANCE_METHODS": ".runner",
+    "METHODS": ".runner", "MethodRun": ".runner", "build_method": ".runner", "plot_jf_bars": ".runner",
+    "run_benchmark": ".runner", "run_summary": ".runner", "score_results": ".runner", "write_report": ".runner",
+    "GridConfig": "..appearance", "FLOW_PRESETS": "..flow"
+}
+__all__ += list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    """The re-exported names load on first use, so importing this package stays light."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value

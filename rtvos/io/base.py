@@ -58,7 +58,7 @@ class Frame:
     decoded, so latency can be compared with a sender's own clock.
     """
 
-    index: int
+    source_index: int  # position in the source (live sources skip the frames they drop)
     image: np.ndarray
     pts_s: float | None = None
     captured_s: float | None = None

@@ -398,7 +398,7 @@ class LiveSource(FrameSourceBase):
         pts = base_s + (raw_pts - base_raw) if raw_pts is not None and base_raw is not None else captured - self._t0
         self._last_pts = pts
         with self._cond:
-            frame = Frame(index=self._decoded, image=image, pts_s=pts, captured_s=captured)
+            frame = Frame(source_index=self._decoded, image=image, pts_s=pts, captured_s=captured)
             self._decoded += 1
             if self.policy == "block":
                 while len(self._queue) >= self.queue_size and not self._stop.is_set():

@@ -1,5 +1,8 @@
-"""First mask from boxes and points: ``--box x,y,w,h`` (repeatable, one object each), ``--point x,y[,+|-]``, or
-boxes dragged in the live view.
+"""First mask from boxes and points: ``--box x1,y1,x2,y2`` (repeatable, one object each; ``--box-format xywh``
+for x,y,w,h), ``--point x,y[,+|-]``, or boxes dragged in the live view.
+
+Boxes come in as x1,y1,x2,y2 (`rtvos.common.BOX_FORMAT`) unless a format is named; :func:`box_from` is the one
+conversion to the (x, y, w, h) GrabCut takes inside this module.
 
 Streaming VOS needs a first-frame mask, and a box is the cheapest thing a
 user can give. OpenCV's GrabCut turns the box into an object mask without
@@ -19,10 +22,11 @@ import re
 import cv2
 import numpy as np
 
+from ..common import BOX_FORMAT, BOX_FORMATS
 from .base import InputError
 
-__all__ = ["MAX_GRABCUT_SIDE", "MAX_OBJECTS", "Point", "box_to_mask", "check_box", "check_point", "parse_box", "parse_point",
-           "points_to_mask", "prompts_to_mask"]
+__all__ = ["MAX_GRABCUT_SIDE", "MAX_OBJECTS", "Point", "box_from", "box_to_mask", "check_box", "check_box_format",
+           "check_point", "parse_box", "parse_point", "points_to_mask", "prompts_to_mask"]
 
 #: The most objects one first mask can hold: ids 1..254 (a palette PNG has 256 entries; 255 marks "void" in DAVIS).
 MAX_OBJECTS = 254
@@ -58,12 +62,34 @@ def check_box(box: tuple[int, int, int, int], frame_size: tuple[int, int] | None
     return (x, y, w, h)
 
 
-def parse_box(text: str, frame_size: tuple[int, int] | None = None) -> Box:
-    """Parse ``"x,y,w,h"`` (pixels, top-left corner + size); ``frame_size`` = (height, width)."""
+def check_box_format(fmt: str) -> str:
+    """``fmt`` itself if it is a box format rtvos takes ("xyxy", "xywh"), else InputError naming them."""
+    if fmt not in BOX_FORMATS:
+        raise InputError(f"box format must be one of {', '.join(BOX_FORMATS)}, got {fmt!r}")
+    return fmt
+
+
+def box_from(values: tuple[int, ...] | list[int], fmt: str = BOX_FORMAT, frame_size: tuple[int, int] | None = None,
+             *, shown: str | None = None) -> Box:
+    """Four integers in ``fmt`` ("xyxy": corners x1,y1,x2,y2; "xywh": top-left corner and size) → the checked
+    (x, y, w, h) box; ``frame_size`` = (height, width). Errors echo ``shown`` (the box as the user wrote it)."""
+    fmt = check_box_format(fmt)
+    vals = tuple(values)
+    text = shown or ",".join(map(str, vals))
+    if len(vals) != 4 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in vals):
+        raise InputError(f"box must be 4 integers {'x1,y1,x2,y2' if fmt == 'xyxy' else 'x,y,w,h'}, got {text}")
+    a, b, c, d = (int(v) for v in vals)
+    return check_box((a, b, c - a, d - b) if fmt == "xyxy" else (a, b, c, d), frame_size, shown=text)
+
+
+def parse_box(text: str, frame_size: tuple[int, int] | None = None, *, fmt: str = BOX_FORMAT) -> Box:
+    """Parse ``"x1,y1,x2,y2"`` (pixels, two corners; ``fmt="xywh"``: ``"x,y,w,h"``, top-left corner + size) into
+    the checked (x, y, w, h) box; ``frame_size`` = (height, width)."""
     m = _BOX_RE.match(str(text))
     if m is None:
-        raise InputError(f"box {text!r} is not 'x,y,w,h' (four integers separated by commas)")
-    return check_box(tuple(int(g) for g in m.groups()), frame_size, shown=str(text).strip())  # type: ignore[arg-type]
+        form = "x1,y1,x2,y2" if check_box_format(fmt) == "xyxy" else "x,y,w,h"
+        raise InputError(f"box {text!r} is not '{form}' (four integers separated by commas)")
+    return box_from(tuple(int(g) for g in m.groups()), fmt, frame_size, shown=str(text).strip())
 
 
 def box_to_mask(image_rgb: np.ndarray, box: tuple[int, int, int, int], iterations: int = 5) -> np.ndarray:

@@ -37,8 +37,8 @@ def frame_record(item: SegmentedFrame, *, rle: bool = True) -> dict[str, Any]:
             obj["rle"] = rle_encode(item.mask == k)
         objects.append(obj)
     return {
-        "frame": item.n,
-        "source_index": item.frame.index,
+        "frame_index": item.frame_index,
+        "source_index": item.frame.source_index,
         "pts_s": _r(item.frame.pts_s, 6),
         "captured_s": _r(item.captured_s, 6),
         "size": [int(item.mask.shape[0]), int(item.mask.shape[1])],

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from ..common import MASK_VIDEO_MODES, display_available
 from .base import Frame, InputError
 from .masks import DAVIS_PALETTE, write_mask
 from .overlay import overlay as draw_overlay
@@ -71,12 +71,12 @@ class StreamInfo:
 class SegmentedFrame:
     """One frame after segmentation, handed to every sink in turn.
 
-    ``n`` counts frames through the pipeline (0-based); ``frame.index`` is the source's own index (live sources
+    ``frame_index`` counts frames through the run (0-based); ``frame.source_index`` is the source's own index (live sources
     skip indices when they drop frames). ``stages_ms`` starts with decode and the model's stages, and each sink
     adds its own time as it finishes, so a ``runs_last`` sink sees the whole split.
     """
 
-    n: int
+    frame_index: int
     frame: Frame
     mask: np.ndarray
     step: StepResult
@@ -86,6 +86,7 @@ class SegmentedFrame:
     stages_ms: dict[str, float]
     live: Mapping[str, Any] = field(default_factory=dict)  # running stats for viewers (fps, latency, ...)
     output_s: float | None = None  # time.time() once every non-``runs_last`` sink is done
+    ready_s: float | None = None  # time.time() the first mask was in hand: no frame's latency starts earlier
     _overlay: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -94,7 +95,12 @@ class SegmentedFrame:
 
     @property
     def latency_ms(self) -> float | None:
-        return None if self.output_s is None else (self.output_s - self.captured_s) * 1e3
+        """From when the model could take the frame (its capture, or the first mask's arrival if later: the
+        time a person takes to draw the first box is not latency) to every sink done."""
+        if self.output_s is None:
+            return None
+        start = self.captured_s if self.ready_s is None else max(self.captured_s, self.ready_s)
+        return (self.output_s - start) * 1e3
 
     def overlay(self) -> np.ndarray:
         """The coloured overlay (H×W×3 uint8 RGB), drawn on first use and timed as stage "overlay"."""
@@ -130,7 +136,6 @@ class Sink:
         return None
 
 
-MASK_VIDEO_MODES = ("color", "alpha")
 
 
 class VideoSink(Sink):
@@ -227,7 +232,7 @@ class MaskSink(Sink):
 
     def write(self, item: SegmentedFrame) -> None:
         t = time.perf_counter()
-        path = self.folder / mask_png_name(item.n)
+        path = self.folder / mask_png_name(item.frame_index)
         try:
             write_mask(path, item.mask, self.palette)  # atomic: a failed write leaves no partial PNG
         except OSError as e:
@@ -303,13 +308,6 @@ class JsonlSink(Sink):
             return (f"log:     {self.path} is INCOMPLETE: {self.lines} complete line(s), the last one may be cut "
                     f"({self.failed})")
         return f"log:     {self.path} ({self.lines} lines)"
-
-
-def display_available() -> bool:
-    """Whether a window can be tried at all: on X11 systems that needs DISPLAY."""
-    if sys.platform.startswith("linux") or "bsd" in sys.platform:
-        return bool(os.environ.get("DISPLAY"))
-    return True
 
 
 class WindowSink(Sink):
@@ -436,7 +434,7 @@ class LiveViewSink(Sink):
     def write(self, item: SegmentedFrame) -> None:
         t = time.perf_counter()
         stats = dict(item.live)
-        stats.update(frame=item.n, source_index=item.frame.index, step_ms=round(item.step_ms, 1),
+        stats.update(frame_index=item.frame_index, source_index=item.frame.source_index, step_ms=round(item.step_ms, 1),
                      objects=len([i for i in item.step.object_ids if i != 0]))
         if (self.only_watched and not self.view.watchers) or t - self._last_s < self.min_period_s:
             self.view.publish_stats(stats)

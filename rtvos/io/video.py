@@ -90,7 +90,7 @@ class ImageFolderSource(FrameSourceBase):
         for index, path in enumerate(self.files):
             image = self._read(path)
             self._frames_out += 1
-            yield Frame(index=index, image=image, pts_s=index / self.fps, captured_s=time.time())
+            yield Frame(source_index=index, image=image, pts_s=index / self.fps, captured_s=time.time())
 
 
 class VideoFileSource(FrameSourceBase):
@@ -191,7 +191,7 @@ class VideoFileSource(FrameSourceBase):
         # frame.time is NaN for frames drained at flush; derive it from pts instead.
         pts_s = float(vf.pts * time_base) if vf.pts is not None and time_base else None
         self._frames_out += 1
-        return Frame(index=index, image=image, pts_s=pts_s, captured_s=time.time())
+        return Frame(source_index=index, image=image, pts_s=pts_s, captured_s=time.time())
 
     def __iter__(self) -> Iterator[Frame]:
         # A second pass re-opens the file: seeking to 0 is not exact for all codecs.

@@ -6,3 +6,28 @@ recovery from a killed worker), :mod:`~rtvos.serve.app` (the HTTP API: FastAPI o
 The HTTP stack and its rules are `rtvos.server`'s, shared with the live view (`rtvos.web`, served under ``/live/``).
 Needs the ``serve`` extra (``ray`` for the Ray engine); nothing here is imported by ``import rtvos``.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__: list[str] = []
+
+#: The service's parts (`rtvos serve` wires them); FastAPI, Prometheus and Ray load only when asked for.
+_LAZY = {
+    "create_app": ".app", "ServeConfig": ".config", "StreamSpec": ".config", "load_config": ".config",
+    "Metrics": ".metrics", "LocalEngine": ".engine", "RayEngine": ".ray_engine", "HttpServer": "..server",
+    "is_loopback": "..server", "LiveHub": "..web"
+}
+__all__ += list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    """The re-exported names load on first use, so importing this package stays light."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value

@@ -4,7 +4,7 @@
     POST   /streams                  add a stream: a `StreamSpec` as JSON, or YAML (one stream or {streams: [...]})
     GET    /streams/{id}             one stream's status
     DELETE /streams/{id}             stop it (its sinks are flushed) and forget it
-    POST   /streams/{id}/reanchor    {"boxes": ["X,Y,W,H", ...], "points": [...]}: re-anchor on its next frame
+    POST   /streams/{id}/reanchor    {"boxes": ["X1,Y1,X2,Y2", ...], "points": [...]}: re-anchor on its next frame
     GET    /metrics                  Prometheus text format
     GET    /healthz                  {"ok": true, "engine": ..., "streams": N}
 

@@ -3,11 +3,13 @@
     streams:
       - id: cam1
         source: rtsp://127.0.0.1:8554/cam1   # anything rtvos segment takes
-        mask: cam1_first.png                 # or box: X,Y,W,H (repeatable as boxes:), or points: [X,Y, ...]
+        mask: cam1_first.png                 # or box: X1,Y1,X2,Y2 (several: boxes:), or points: [X,Y, ...]
         out: out/cam1                        # PNG masks + overlay.mp4, as rtvos segment --out
 
-Relative paths (source, mask, out, jsonl, mask_video) are taken from the streams file's folder. Any problem is
-one line naming the stream and the key (`InputError`), before a model loads.
+Boxes are x1,y1,x2,y2 in pixels, as everywhere in rtvos; ``box_format: xywh`` (a stream's, or a re-anchor
+request's key) takes x,y,w,h instead. Relative paths (source, mask, out, jsonl, mask_video) are taken from the
+streams file's folder. Any problem is one line naming the stream and the key (`InputError`), before a model
+loads.
 """
 
 from __future__ import annotations
@@ -17,22 +19,26 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from ..common import BOX_FORMAT, BOX_FORMATS
 from ..io.base import InputError
-from ..io.prompt import Box, Point, check_box, check_point, parse_box, parse_point
+from ..io.prompt import Box, Point, box_from, check_point, parse_box, parse_point
 
 __all__ = ["ReanchorRequest", "ServeConfig", "StreamSpec", "load_config", "parse_config", "one_line_validation"]
 
 _ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
-def _box(value: Any) -> Box:
+def _box(value: Any, info: ValidationInfo) -> Box:
+    """A box in the entry's ``box_format`` (x1,y1,x2,y2 unless it says xywh) → the checked (x, y, w, h)."""
+    fmt = info.data.get("box_format", BOX_FORMAT)
     if isinstance(value, str):
-        return parse_box(value)
+        return parse_box(value, fmt=fmt)
     if isinstance(value, (list, tuple)):
-        return check_box(tuple(value))  # type: ignore[arg-type]
-    raise InputError(f"box must be 'X,Y,W,H' or [x, y, w, h], got {value!r}")
+        return box_from(tuple(value), fmt, shown=",".join(map(str, value)))
+    form = "X1,Y1,X2,Y2' or [x1, y1, x2, y2]" if fmt == "xyxy" else "X,Y,W,H' or [x, y, w, h]"
+    raise InputError(f"box must be '{form}, got {value!r}")
 
 
 def _point(value: Any) -> Point:
@@ -51,8 +57,10 @@ class StreamSpec(BaseModel):
     id: str
     source: str | int = Field(description="video file, folder of frames, webcam index, or rtsp/rtmp/http URL")
     mask: str | None = Field(None, description="first-frame mask PNG")
-    box: Box | None = Field(None, description="one object box X,Y,W,H in pixels (as rtvos segment --box)")
-    boxes: list[Box] = Field(default_factory=list, description="several object boxes, X,Y,W,H each")
+    box_format: str = Field(BOX_FORMAT, pattern=f"^({'|'.join(BOX_FORMATS)})$",
+                            description="how box/boxes are written: xyxy (x1,y1,x2,y2, the default) or xywh")
+    box: Box | None = Field(None, description="one object box X1,Y1,X2,Y2 in pixels (as rtvos segment --box)")
+    boxes: list[Box] = Field(default_factory=list, description="several object boxes, X1,Y1,X2,Y2 each")
     points: list[Point] = Field(default_factory=list, description="clicks X,Y (object) or X,Y,- (background)")
     out: str | None = Field(None, description="output folder: %05d.png masks (+ overlay.mp4 unless overlay: false)")
     overlay: bool = True
@@ -73,13 +81,13 @@ class StreamSpec(BaseModel):
 
     @field_validator("box", mode="before")
     @classmethod
-    def _check_box(cls, v: Any) -> Any:
-        return None if v is None else _box(v)
+    def _check_box(cls, v: Any, info: ValidationInfo) -> Any:
+        return None if v is None else _box(v, info)
 
     @field_validator("boxes", mode="before")
     @classmethod
-    def _check_boxes(cls, v: Any) -> Any:
-        return [_box(b) for b in (v if isinstance(v, list) else [v])] if v is not None else []
+    def _check_boxes(cls, v: Any, info: ValidationInfo) -> Any:
+        return [_box(b, info) for b in (v if isinstance(v, list) else [v])] if v is not None else []
 
     @field_validator("points", mode="before")
     @classmethod
@@ -138,6 +146,7 @@ class ReanchorRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    box_format: str = Field(BOX_FORMAT, pattern=f"^({'|'.join(BOX_FORMATS)})$")
     boxes: list[Box] = Field(default_factory=list)
     points: list[Point] = Field(default_factory=list)
 

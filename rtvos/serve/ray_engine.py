@@ -141,7 +141,7 @@ class StreamWorker:
 
     def _loop(self) -> None:
         for sid, r in self.multi:
-            self._push({"id": sid, "n": r.frame, "index": r.source_index, "pts": r.pts_s, "captured": r.captured_s,
+            self._push({"id": sid, "frame_index": r.frame_index, "source_index": r.source_index, "pts": r.pts_s, "captured": r.captured_s,
                         "mask": r.mask, "ids": r.ids, "anchored": r.anchored, "timings": r.timings_ms,
                         "dropped": r.dropped, "image": r.image if self._images.get(sid) else None}, wait=True)
 
@@ -400,10 +400,10 @@ class RayEngine:
         mask = np.asarray(item["mask"])
         image = item["image"] if item["image"] is not None else np.zeros((*mask.shape, 3), np.uint8)
         ids = (0, *item["ids"])
-        step = StepResult(mask=mask, frame_index=item["n"], object_ids=ids, timings_ms=dict(item["timings"]),
+        step = StepResult(mask=mask, frame_index=item["frame_index"], object_ids=ids, timings_ms=dict(item["timings"]),
                           anchored=item["anchored"])
-        frame = Frame(index=item["index"], image=image, pts_s=item["pts"], captured_s=item["captured"])
-        out = SegmentedFrame(n=item["n"], frame=frame, mask=mask, step=step, palette=rec.palette,
+        frame = Frame(source_index=item["source_index"], image=image, pts_s=item["pts"], captured_s=item["captured"])
+        out = SegmentedFrame(frame_index=item["frame_index"], frame=frame, mask=mask, step=step, palette=rec.palette,
                              captured_s=item["captured"], dropped=rec.dropped_base + item["dropped"],
                              stages_ms=dict(item["timings"]))
         try:
@@ -423,7 +423,7 @@ class RayEngine:
                 pass
             self._close_sinks(rec)
             return
-        rec.checkpoint = Checkpoint.of(item["n"], mask, tuple(item["ids"]))  # after the write: exactly once
+        rec.checkpoint = Checkpoint.of(item["frame_index"], mask, tuple(item["ids"]))  # after the write: exactly once
         if rec.state == "starting":
             rec.state = "running"
         rec.frames += 1
@@ -432,7 +432,7 @@ class RayEngine:
         rec.recent.append(now)
         rec.latencies.append(max(0.0, time.time() - item["captured"]))
         if self.keep_frame_numbers:
-            rec.frame_numbers.append(item["n"])
+            rec.frame_numbers.append(item["frame_index"])
         if rec.failed_at is not None:
             rec.recoveries_s.append(now - rec.failed_at)
             rec.failed_at = None
