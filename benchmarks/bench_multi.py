@@ -59,13 +59,14 @@ def _vmrss_mb() -> float:
     return float("nan")
 
 
-def one_process(n: int, frames: int, out: Path | None = None) -> dict[str, Any]:
+def one_process(n: int, frames: int, out: Path | None = None, workers: int | None = None,
+                threads: int | None = None) -> dict[str, Any]:
     """N streams of the sample through one MultiTracker; PNG masks written per stream (as serve does)."""
     import rtvos
     from rtvos.io.sinks import MaskSink
 
     video, mask = _sample()
-    multi = rtvos.MultiTracker("default")
+    multi = rtvos.MultiTracker("default", workers=workers, threads=threads)
     root = _tmp("bench-multi-") if out is None else out
     for i in range(n):
         multi.add(f"s{i}", video, mask=mask, max_frames=frames, sinks=[MaskSink(root / f"s{i}")])
@@ -82,7 +83,7 @@ def one_process(n: int, frames: int, out: Path | None = None) -> dict[str, Any]:
         import shutil
 
         shutil.rmtree(root, ignore_errors=True)
-    return {"mode": "one", "streams": n, "frames": count, "wall_s": round(wall, 2),
+    return {"mode": "one", "workers": workers, "threads": threads, "streams": n, "frames": count, "wall_s": round(wall, 2),
             "fps": round((count - 1) / wall, 2) if wall > 0 else None,
             "p95_latency_ms": [s.latency_p95_ms for s in st], "rss_mb": round(_rss_mb(), 1)}
 
@@ -375,6 +376,9 @@ def main() -> None:
     t.add_argument("--streams", type=int, nargs="+", default=[1, 2, 4])
     t.add_argument("--frames", type=int, default=60)
     t.add_argument("--modes", nargs="+", default=["separate", "one"])
+    t.add_argument("--workers", type=int, nargs="+", default=[0],
+                   help="MultiTracker step pools to compare (0: its default, the usable cores)")
+    t.add_argument("--threads", type=int, default=None, help="intra-op threads per step (default: cores // workers)")
     r = sub.add_parser("ray")
     r.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     r.add_argument("--streams", type=int, default=4)
@@ -414,8 +418,13 @@ def _run(args: argparse.Namespace) -> None:
     if args.cmd == "throughput":
         for n in args.streams:
             for mode in args.modes:
-                rows.append(separate(n, args.frames) if mode == "separate" else one_process_in_child(n, args.frames))
-                print(json.dumps(rows[-1]), flush=True)
+                if mode == "separate":
+                    rows.append(separate(n, args.frames))
+                    print(json.dumps(rows[-1]), flush=True)
+                    continue
+                for w in args.workers:
+                    rows.append(one_process_in_child(n, args.frames, w or None, args.threads))
+                    print(json.dumps(rows[-1]), flush=True)
     elif args.cmd == "ray":
         for w in args.workers:
             rows.append(on_ray(w, args.streams, args.frames))
@@ -438,10 +447,10 @@ def _run(args: argparse.Namespace) -> None:
                 f.write(json.dumps(row) + "\n")
 
 
-def one_process_in_child(n: int, frames: int) -> dict[str, Any]:
+def one_process_in_child(n: int, frames: int, workers: int | None = None, threads: int | None = None) -> dict[str, Any]:
     """`one_process` in a fresh interpreter, so its peak RSS is its own."""
     code = (f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_multi; "
-            f"print(json.dumps(bench_multi.one_process({n}, {frames})))")
+            f"print(json.dumps(bench_multi.one_process({n}, {frames}, workers={workers}, threads={threads})))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     return dict(json.loads(out.strip().splitlines()[-1]))
 

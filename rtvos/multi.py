@@ -11,9 +11,12 @@ Each stream has its own reader thread (decode; for live sources only the newest 
 dropped), its own writer thread (its sinks, as `rtvos.track` runs them) and its own `Segmenter` whose
 `SegmenterState` (t−1 embedding, scores, ids) is the stream's whole model state. The network weights are loaded
 once and every stream's Segmenter uses that one model object; network backends (ONNX sessions, compiled units)
-are shared between streams of the same input shape through the Segmenter's public ``backend`` setter. The model
-runs on the iterating thread, one frame per ready stream per pass (round-robin: a fast stream cannot starve a
-slow one). A stream whose source or sinks fail ends alone, with one error line; the others go on.
+are shared between streams of the same input shape through the Segmenter's public ``backend`` setter. Each
+stream's `Segmenter.step` (DIS, network, propagation, appearance: all of it releases the GIL in OpenCV, ONNX
+Runtime or torch) runs on ONE worker pool shared by every stream, at most one step in flight per stream, so a
+stream's frames stay in order while different streams use different cores; the iterating thread hands out the
+steps round-robin (a fast stream cannot starve a slow one) and yields each stream's results in its order. A
+stream whose source or sinks fail ends alone, with one error line; the others go on.
 
 ``resume_after`` re-anchors a stream from a checkpoint (what the Ray engine's recovery uses): a file stream
 skips to the frame after the last one emitted and continues from that frame's mask, numbering frames as before.
@@ -27,6 +30,9 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_all
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -37,7 +43,7 @@ from .io.masks import DAVIS_PALETTE, check_mask_size
 from .io.sinks import SegmentedFrame, Sink, StopPipeline, StreamInfo, close_sinks
 from .pipeline import FirstMask, RunStats
 from .results import Result
-from .segmenter import Segmenter
+from .segmenter import Segmenter, StepResult
 from .stats import Timer
 from .track import MaskLike, SourceLike, _first_mask, _open, _segmenter
 
@@ -119,6 +125,9 @@ class _Stream:
         self.writer_error: BaseException | None = None
         self.writer_stop: str | None = None  # a sink raised StopPipeline
         self.reanchor: FirstMask | None = None
+        self.job: Future[StepResult] | None = None  # the step in flight on the worker pool (at most one)
+        self.job_item: _Decoded | None = None
+        self.job_silent = False  # a resumed file's checkpoint frame: stepped to re-anchor, not emitted again
         self.lock = threading.Lock()
         self._on_frame = on_frame
         self._opened: list[Sink] = []
@@ -242,6 +251,9 @@ class _Stream:
         """Stop the reader, flush and close the sinks, set the final state (idempotent; model thread only)."""
         if self.finished.is_set():
             return
+        if self.job is not None:  # the Segmenter is reset below: let its step end first
+            wait_all([self.job])
+            self.job = self.job_item = None
         self.stop_reader.set()
         if self.is_live:
             _close_quietly(self.source)  # a live source's iterator only wakes when closed
@@ -294,14 +306,46 @@ def _one_line(e: BaseException) -> str:
     return text if text else type(e).__name__
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+@contextmanager
+def _intra_op_threads(n: int | None) -> Iterator[None]:
+    """torch's and OpenCV's per-call thread counts set to ``n`` for the block, then restored (None: untouched).
+    ONNX sessions built inside follow torch's count. Pool workers × intra-op threads above the core count
+    oversubscribes the CPU: every step waits on the others' threads."""
+    if n is None:
+        yield
+        return
+    import cv2
+    import torch
+
+    old_torch, old_cv = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(n)
+    cv2.setNumThreads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old_torch)
+        cv2.setNumThreads(old_cv)
+
+
 class MultiTracker:
-    """N streams through one model on the iterating thread; iterate for ``(stream_id, Result)``.
+    """N streams through one model, their steps on one shared worker pool; iterate for ``(stream_id, Result)``.
 
     ``model``: "default", a registered name, a checkpoint path or a loaded model (loaded once, here, and used by
     every stream), or ``segmenter_factory``, a function returning a new `Segmenter` per stream (they should
-    share one model object). The other model options are `rtvos.track`'s. ``keep_alive`` keeps iteration going
-    when no stream is left (a service waits for streams to be added); otherwise it ends with the last stream.
-    `add`, `remove`, `reanchor`, `status` and `stop` are thread-safe.
+    share one model object). The other model options are `rtvos.track`'s. ``workers``: steps run at once, on
+    different streams (default: the usable cores on CPU, 1 on an accelerator, whose backends are not
+    re-entrant); ``threads``: torch/OpenCV/ONNX threads per step while iterating (default: cores // workers,
+    so workers × threads never exceeds the cores; 0 leaves the process's settings alone). ``keep_alive`` keeps
+    iteration going when no stream is left (a service waits for streams to be added); otherwise it ends with
+    the last stream. `add`, `remove`, `reanchor`, `status` and `stop` are thread-safe.
     """
 
     def __init__(self, model: Any = "default", *, size: int | None = None, device: str = "auto",
@@ -309,7 +353,12 @@ class MultiTracker:
                  mask_resolution: str = "full", appearance: str | None = None,
                  segmenter_factory: Callable[[], Segmenter] | None = None,
                  keep_alive: bool = False, stats_capacity: int = 512, poll_s: float = 0.05,
-                 on_end: Callable[[StreamStatus], None] | None = None) -> None:
+                 on_end: Callable[[StreamStatus], None] | None = None, workers: int | None = None,
+                 threads: int | None = None) -> None:
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+            raise InputError(f"workers must be an integer >= 1, got {workers!r}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
+            raise InputError(f"threads must be an integer >= 0 (0: leave the process's settings), got {threads!r}")
         if segmenter_factory is None:
             from .models import load_model
 
@@ -321,6 +370,7 @@ class MultiTracker:
                                                   appearance=appearance))
 
         self._factory = segmenter_factory
+        self._workers, self._threads = workers, threads
         self.keep_alive = keep_alive
         self.stats_capacity = stats_capacity
         self.poll_s = poll_s
@@ -333,6 +383,7 @@ class MultiTracker:
         self._stop = threading.Event()
         self._iterating = False
         self._model_thread: int | None = None
+        self._pool: ThreadPoolExecutor | None = None  # built at the first step (its size depends on the device)
 
     # -- control (any thread) --------------------------------------------------------------------------------
     def add(self, stream_id: str, source: SourceLike, *, mask: MaskLike | None = None,
@@ -380,7 +431,8 @@ class MultiTracker:
                 # Nobody runs the model yet: build the backend now (under the lock, so iteration waits for it),
                 # before the reader starts, so an export is not counted in the first frames' latency.
                 try:
-                    self._share_backend(seg, tuple(src.size))  # type: ignore[arg-type]
+                    with _intra_op_threads(self._intra_threads(seg)):
+                        self._share_backend(seg, tuple(src.size))  # type: ignore[arg-type]
                 except BaseException:
                     src.close()
                     raise
@@ -467,6 +519,22 @@ class MultiTracker:
         self.close()
 
     # -- the model thread ------------------------------------------------------------------------------------
+    def _pool_size(self, seg: Segmenter | None) -> int:
+        if self._workers is not None:
+            return self._workers
+        if seg is not None and seg.device.type != "cpu":
+            return 1  # one accelerator: CUDA graphs and compiled units are not re-entrant
+        return usable_cores()
+
+    def _intra_threads(self, seg: Segmenter | None) -> int | None:
+        if self._threads == 0:
+            return None
+        if self._threads is not None:
+            return self._threads
+        if seg is not None and seg.device.type != "cpu":
+            return None
+        return max(1, usable_cores() // self._pool_size(seg))
+
     def _share_backend(self, seg: Segmenter, frame_hw: tuple[int, int]) -> None:
         """One backend per network input shape for all streams (the export/session is the big allocation)."""
         hw = seg.input_size(frame_hw)
@@ -484,8 +552,10 @@ class MultiTracker:
                 raise RuntimeError("a MultiTracker is iterated by one thread at a time")
             self._iterating = True
             self._model_thread = threading.get_ident()
+        settings = ExitStack()  # the intra-op thread counts, set with the pool and restored when iteration ends
+        self._pool = None
         try:
-            yield from self._loop()
+            yield from self._loop(settings)
         finally:
             with self._lock:
                 recs = list(self._streams.values())
@@ -493,6 +563,10 @@ class MultiTracker:
             for rec in recs:
                 rec.finish(None, "removed" if rec.remove_requested else "stopped")
                 self._ended_add(rec)
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+            settings.close()
             with self._lock:
                 self._iterating = False
                 self._model_thread = None
@@ -513,7 +587,7 @@ class MultiTracker:
         rec.finish(error, state)
         self._ended_add(rec)
 
-    def _loop(self) -> Iterator[tuple[str, Result]]:
+    def _loop(self, settings: ExitStack) -> Iterator[tuple[str, Result]]:
         while not self._stop.is_set():
             self._wake.clear()
             with self._lock:
@@ -521,9 +595,22 @@ class MultiTracker:
             if not recs and not self.keep_alive:
                 return
             progressed = False
-            for rec in recs:  # round-robin: at most one frame per stream per pass
+            for rec in recs:  # round-robin: at most one step per stream in flight, handed out in stream order
                 if self._stop.is_set():
                     return
+                if rec.job is not None:
+                    if not rec.job.done():
+                        continue
+                    progressed = True
+                    out = self._collect(rec)
+                    if out is not None:
+                        rec.put_output(out)
+                        yield rec.id, Result(out)
+                        if rec.max_frames is not None and rec.emitted >= rec.max_frames:
+                            self._end(rec, None, "done")
+                            continue
+                    elif rec.finished.is_set():
+                        continue
                 if rec.remove_requested:
                     self._end(rec, None, "removed")
                     continue
@@ -539,37 +626,58 @@ class MultiTracker:
                     self._end(rec, item.error, "done")
                     continue
                 try:
-                    out = self._step(rec, item)
+                    self._submit(rec, item, settings)
                 except Exception as err:  # a bad prompt, a frame of another size: this stream only
                     self._end(rec, err, "failed")
-                    continue
-                if out is None:
-                    continue
-                rec.put_output(out)
-                yield rec.id, Result(out)
-                if rec.max_frames is not None and rec.emitted >= rec.max_frames:
-                    self._end(rec, None, "done")
             if not progressed:
                 self._wake.wait(self.poll_s)
 
-    def _step(self, rec: _Stream, item: _Decoded) -> SegmentedFrame | None:
+    def _submit(self, rec: _Stream, item: _Decoded, settings: ExitStack) -> None:
+        """Resolve the frame's prompt here (prompts may be callables; backends are built here), then hand the
+        stream's step to the pool."""
         frame = item.frame
-        silent = False
         mask: np.ndarray | None
+        silent = False
         if rec.first is not None:
             mask = self._resolve(rec, frame, rec.first)
             rec.first = None
-            # Backends are built and shared on this thread only (an export traces the model other streams run).
-            self._share_backend(rec.segmenter, frame.image.shape[:2])  # type: ignore[arg-type]
+            hw = frame.image.shape[:2]
+            if rec.segmenter.has_network and rec.segmenter.input_size(hw) not in self._backends:  # type: ignore[arg-type]
+                # An export traces the model the other streams' steps are running: let them finish first.
+                self._drain()
+            # Backends are built and shared on this thread only.
+            self._share_backend(rec.segmenter, hw)  # type: ignore[arg-type]
             silent = rec.resume_after is not None and not rec.is_live  # frame k again: already emitted
             rec.state = "running"
         else:
             with rec.lock:
                 pending, rec.reanchor = rec.reanchor, None
             mask = None if pending is None else self._resolve(rec, frame, pending)
-        res = rec.segmenter.step(frame.image, mask)
+        if self._pool is None:
+            settings.enter_context(_intra_op_threads(self._intra_threads(rec.segmenter)))
+            self._pool = ThreadPoolExecutor(self._pool_size(rec.segmenter), thread_name_prefix="rtvos-step")
+        rec.job_item, rec.job_silent = item, silent
+        rec.job = self._pool.submit(rec.segmenter.step, frame.image, mask)
+        rec.job.add_done_callback(lambda _f: self._wake.set())
+
+    def _drain(self) -> None:
+        with self._lock:
+            jobs = [r.job for r in self._streams.values() if r.job is not None]
+        wait_all(jobs)
+
+    def _collect(self, rec: _Stream) -> SegmentedFrame | None:
+        """The stream's finished step as its next frame (None: a silent re-anchor, or the step failed and the
+        stream ended)."""
+        job, item, silent = cast("Future[StepResult]", rec.job), cast(_Decoded, rec.job_item), rec.job_silent
+        rec.job = rec.job_item = None
+        try:
+            res = job.result()
+        except Exception as err:  # a bad mask, a frame of another size: this stream only
+            self._end(rec, err, "failed")
+            return None
         if silent:
             return None
+        frame = item.frame
         n = rec.next_n
         rec.next_n += 1
         rec.emitted += 1
