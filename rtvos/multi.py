@@ -97,7 +97,8 @@ class _Stream:
 
     def __init__(self, sid: str, source: FrameSource, segmenter: Segmenter, sinks: Sequence[Sink], first: FirstMask,
                  palette: np.ndarray, *, max_frames: int | None, drop_stale: bool, resume_after: int | None,
-                 stats_capacity: int, on_frame: Callable[[], None], pace: bool = False) -> None:
+                 stats_capacity: int, on_frame: Callable[[], None], pace: bool = False,
+                 restore: tuple[int, bytes] | None = None) -> None:
         self.id = sid
         self.source = source
         self.segmenter = segmenter
@@ -109,6 +110,11 @@ class _Stream:
         self.drop_stale = drop_stale
         self.resume_after = resume_after
         self.pace = pace and not self.is_live
+        # A file resumed from a Segmenter snapshot of frame j <= k (k = resume_after): frames j+1..k are stepped
+        # again, silently, from the snapshot, so frame k+1 continues the uninterrupted run's state exactly.
+        self.restore = None if self.is_live or resume_after is None else restore
+        self.silent_left = 0 if resume_after is None or self.is_live else (
+            1 if self.restore is None else resume_after - self.restore[0])
         self.next_n = 0 if resume_after is None else resume_after + 1
         self.emitted = 0
         self.stats = RunStats(stats_capacity)
@@ -127,7 +133,7 @@ class _Stream:
         self.reanchor: FirstMask | None = None
         self.job: Future[StepResult] | None = None  # the step in flight on the worker pool (at most one)
         self.job_item: _Decoded | None = None
-        self.job_silent = False  # a resumed file's checkpoint frame: stepped to re-anchor, not emitted again
+        self.job_silent = False  # a resumed file's frames up to its checkpoint: stepped again, not emitted
         self.lock = threading.Lock()
         self._on_frame = on_frame
         self._opened: list[Sink] = []
@@ -141,7 +147,8 @@ class _Stream:
         try:
             it = iter(self.source)
             clock = Timer()
-            skip = 0 if self.is_live or self.resume_after is None else self.resume_after
+            skip = 0 if self.is_live or self.resume_after is None else (
+                self.resume_after if self.restore is None else self.restore[0] + 1)
             read = 0
             t0: float | None = None
             fps = float(self.source.fps or 25.0)
@@ -274,7 +281,7 @@ class _Stream:
             self.state = state
         self.segmenter.reset()  # drop the per-stream arrays now; the record itself may be kept for status
         self.segmenter.close()
-        self.sinks, self._opened, self.first, self.reanchor = [], [], None, None
+        self.sinks, self._opened, self.first, self.reanchor, self.restore = [], [], None, None, None
         self.finished.set()
 
     def status(self) -> StreamStatus:
@@ -390,11 +397,14 @@ class MultiTracker:
             boxes: Sequence[Sequence[int]] | None = None, points: Sequence[Sequence[int]] | None = None,
             sinks: Sequence[Sink] = (), palette: np.ndarray | None = None, max_frames: int | None = None,
             policy: str | None = None, transport: str | None = None, fps: float | None = None, bgr: bool = False,
-            resume_after: int | None = None, pace: bool = False) -> None:
+            resume_after: int | None = None, pace: bool = False, state: tuple[int, bytes] | None = None) -> None:
         """Add a stream (starts at once, also while iterating). Prompt and source are `rtvos.track`'s; a bad one
         raises `InputError` here. ``resume_after=k`` (with ``mask`` = frame k's mask): the stream continues at
         frame k+1, re-anchored on frame k (files skip frames 0..k−1; live sources anchor their next frame).
-        ``pace`` replays a file at its frame rate, as a camera would send it (demos, tests, load tests)."""
+        ``pace`` replays a file at its frame rate, as a camera would send it (demos, tests, load tests).
+        ``state=(j, snapshot)`` with ``resume_after=k`` (j <= k; `snapshot` of frame j): a file stream restores the
+        Segmenter's state of frame j and steps frames j+1..k again without emitting them, so it continues as if
+        never stopped (live sources cannot replay: they re-anchor on ``mask``)."""
         sid = str(stream_id)
         if not sid or len(sid) > 64 or not all(c.isalnum() or c in "-_." for c in sid):
             raise InputError(f"stream id must be 1-64 characters of letters, digits, '-', '_' or '.', got {sid!r}")
@@ -402,6 +412,9 @@ class MultiTracker:
             raise InputError(f"max_frames must be >= 1, got {max_frames}")
         if resume_after is not None and (resume_after < 0 or mask is None):
             raise InputError("resume_after needs a frame number >= 0 and that frame's mask=")
+        if state is not None and (resume_after is None or not 0 <= int(state[0]) <= resume_after):
+            raise InputError(f"state=(j, snapshot) needs resume_after=k with 0 <= j <= k, got j={state[0]}, "
+                             f"k={resume_after}")
         with self._lock:
             if sid in self._streams:
                 raise InputError(f"stream {sid!r} already exists")
@@ -419,7 +432,7 @@ class MultiTracker:
             drop = bool(src.is_live) and policy != "block"
             rec = _Stream(sid, src, seg, sinks, first, pal, max_frames=max_frames, drop_stale=drop,
                           resume_after=resume_after, stats_capacity=self.stats_capacity, on_frame=self._wake.set,
-                          pace=pace)
+                          pace=pace, restore=state)
         except BaseException:
             src.close()
             raise
@@ -637,7 +650,6 @@ class MultiTracker:
         stream's step to the pool."""
         frame = item.frame
         mask: np.ndarray | None
-        silent = False
         if rec.first is not None:
             mask = self._resolve(rec, frame, rec.first)
             rec.first = None
@@ -647,7 +659,9 @@ class MultiTracker:
                 self._drain()
             # Backends are built and shared on this thread only.
             self._share_backend(rec.segmenter, hw)  # type: ignore[arg-type]
-            silent = rec.resume_after is not None and not rec.is_live  # frame k again: already emitted
+            if rec.restore is not None:
+                rec.segmenter.restore(rec.restore[1])
+                mask, rec.restore = None, None
             rec.state = "running"
         else:
             with rec.lock:
@@ -656,7 +670,8 @@ class MultiTracker:
         if self._pool is None:
             settings.enter_context(_intra_op_threads(self._intra_threads(rec.segmenter)))
             self._pool = ThreadPoolExecutor(self._pool_size(rec.segmenter), thread_name_prefix="rtvos-step")
-        rec.job_item, rec.job_silent = item, silent
+        rec.job_item, rec.job_silent = item, rec.silent_left > 0  # frames up to k again: already emitted
+        rec.silent_left = max(0, rec.silent_left - 1)
         rec.job = self._pool.submit(rec.segmenter.step, frame.image, mask)
         rec.job.add_done_callback(lambda _f: self._wake.set())
 
@@ -684,6 +699,17 @@ class MultiTracker:
         stages = {"wait" if rec.is_live else "decode": item.decode_ms, **res.timings_ms}
         return SegmentedFrame(n=n, frame=frame, mask=res.mask, step=res, palette=rec.palette,
                               captured_s=item.captured_s, dropped=item.dropped + rec.pipeline_dropped, stages_ms=stages)
+
+    def snapshot(self, stream_id: str) -> bytes:
+        """The stream's `Segmenter.snapshot` (for ``add(state=...)``). Call it on the iterating thread, right after
+        a result of that stream: the stream's next step has not started then."""
+        with self._lock:
+            rec = self._streams.get(stream_id)
+        if rec is None:
+            raise KeyError(f"no running stream {stream_id!r}")
+        if rec.job is not None or threading.get_ident() != self._model_thread:
+            raise RuntimeError("snapshot() runs on the iterating thread, between a stream's result and its next step")
+        return rec.segmenter.snapshot()
 
     @staticmethod
     def _resolve(rec: _Stream, frame: Frame, given: FirstMask) -> np.ndarray:

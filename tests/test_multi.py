@@ -289,3 +289,27 @@ def test_step_pool_size_and_intra_op_threads(net, clips):
         MultiTracker(net, workers=0, **OPTS)
     with pytest.raises(InputError, match="threads"):
         MultiTracker(net, threads=-1, **OPTS)
+
+
+@pytest.mark.parametrize("model", ["default", "network"])
+def test_resume_from_a_snapshot_continues_exactly(net, clips, model):
+    a = clips[0]
+    m = net if model == "network" else rtvos.load_model("default")  # DIS + the appearance stage
+    opts = OPTS if model == "network" else dict(device="cpu")
+    full = [r.mask for r in rtvos.track(np.stack(a.frames), mask=a.masks[0], model=m, **opts)]
+    multi = MultiTracker(m, **opts)
+    multi.add("r", np.stack(a.frames), mask=a.masks[0], max_frames=6)
+    snaps = {}
+    for sid, r in multi:
+        if r.frame in (3, 5):
+            snaps[r.frame] = multi.snapshot(sid)
+    with pytest.raises(KeyError):
+        multi.snapshot("r")  # ended
+    for j, k in ((3, 5), (5, 5)):  # a snapshot older than the checkpoint replays frames j+1..k silently
+        multi = MultiTracker(m, **opts)
+        multi.add("r", np.stack(a.frames), mask=full[k], resume_after=k, state=(j, snaps[j]))
+        got = [(r.frame, r.mask) for _, r in multi]
+        assert [f for f, _ in got] == list(range(k + 1, 12))
+        assert all(_iou(mask, full[f]) >= 0.999 for f, mask in got), (j, k)
+    with pytest.raises(InputError, match="0 <= j <= k"):
+        MultiTracker(m, **opts).add("r", np.stack(a.frames), mask=full[3], resume_after=3, state=(5, snaps[5]))
