@@ -165,7 +165,9 @@ class _Stream:
                     skip -= 1
                     continue
                 decode_ms = clock.lap("decode")
-                if self.pace:  # a file replayed as a camera: frame i is "captured" i / fps after the start
+                # A file replayed as a camera: frame i is "captured" i / fps after the start. Frames up to a resumed
+                # stream's checkpoint are stepped again without being emitted: they are not paced.
+                if self.pace and (self.resume_after is None or read - 1 > self.resume_after):
                     t0 = t0 if t0 is not None else time.perf_counter() - (read - 1) / fps
                     wait = t0 + (read - 1) / fps - time.perf_counter()
                     if wait > 0 and self.stop_reader.wait(wait):

@@ -6,8 +6,10 @@ streams assigned to it (sticky: a stream stays on its actor) and hands back each
 process) runs every stream's sinks and, after a frame is written, keeps its checkpoint: the frame number, the
 mask as COCO RLE per object, the object ids (a few KB). When a worker process dies, Ray restarts the actor and
 the driver re-adds its streams from their checkpoints: a file stream continues at the frame after the last one
-written, re-anchored on that frame's mask (every frame's PNG exactly once); a live stream anchors its next frame
-on the last mask and counts the frames it missed meanwhile as dropped. Streams on other actors never notice.
+written (every frame's PNG exactly once), from the worker's latest Segmenter snapshot (sent every
+`StreamWorker.SNAPSHOT_EVERY` frames; the frames after it are stepped again, silently), so its masks are the
+uninterrupted run's; a live stream anchors its next frame on the last mask and counts the frames it missed
+meanwhile as dropped. Streams on other actors never notice.
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ log = logging.getLogger("rtvos")
 
 #: What every actor process gets in its environment: sleeping OpenMP workers (N actors share the cores).
 WORKER_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+#: Ray settings of this process (and of a local cluster it starts), unless set already: a call to a worker that
+#: died fails after Ray has waited this long for the death to be recorded (default 1000 ms). Recovery of a
+#: SIGKILLed worker began ~1.5 s after the kill with the default, 0.1-0.9 s with this (benchmarks/bench_multi.py
+#: recovery).
+RAY_ENV = {"RAY_timeout_ms_task_wait_for_death_info": "100"}
 
 
 @dataclass
@@ -57,6 +64,18 @@ class Checkpoint:
         for i, r in self.rle.items():
             out[rle_decode(r).astype(bool)] = int(i)
         return out
+
+
+def _process_age_s() -> float:
+    """Seconds since this process started (Linux; 0 elsewhere)."""
+    try:
+        from pathlib import Path
+
+        stat = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        start = int(stat[19]) / os.sysconf("SC_CLK_TCK")  # field 22: start time, clock ticks after boot
+        return max(0.0, float(Path("/proc/uptime").read_text().split()[0]) - start)
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 class WorkerRestarting(RuntimeError):
@@ -81,16 +100,29 @@ class StreamWorker:
     """The Ray actor: a `MultiTracker` over its streams, no sinks; the driver polls it for finished frames."""
 
     QUEUE = 32  # frames held for the driver before the model waits (backpressure)
+    #: A file stream's whole Segmenter state goes to the driver every this many frames (a few MB at 640x480,
+    #: next to the per-frame masks): a restart replays at most this many frames from it, silently, and then
+    #: continues exactly as the uninterrupted run would (a mask alone loses the scores and learned colours).
+    SNAPSHOT_EVERY = 25
 
     def __init__(self, model_opts: dict[str, Any]) -> None:
+        t0 = time.perf_counter()
         from ..multi import MultiTracker
 
         self._out: deque[dict[str, Any]] = deque()
         self._cond = threading.Condition()
         self._images: dict[str, bool] = {}
+        self._snapshots: dict[str, bool] = {}  # file streams: their state can be replayed after a restart
         self.multi = MultiTracker(keep_alive=True, on_end=self._on_end, **model_opts)
         self._thread = threading.Thread(target=self._loop, name="rtvos-worker", daemon=True)
         self._thread.start()
+        #: where a (re)start's time goes, for the recovery benchmark: process age when __init__ began (Ray's
+        #: worker start and its imports), then __init__ itself (rtvos imports, model load).
+        self.started = {"process_s": round(_process_age_s() - (time.perf_counter() - t0), 3),
+                        "init_s": round(time.perf_counter() - t0, 3)}
+
+    def timings(self) -> dict[str, float]:
+        return dict(self.started)
 
     def pid(self) -> int:
         return os.getpid()
@@ -101,15 +133,20 @@ class StreamWorker:
 
         return str(ray.get_runtime_context().get_node_id())
 
-    def add(self, spec_json: dict[str, Any], mask: np.ndarray | None, resume: int | None, image: bool) -> dict[str, Any]:
-        """Start a stream; returns what the driver's sinks need (name, fps, size, live)."""
+    def add(self, spec_json: dict[str, Any], mask: np.ndarray | None, resume: int | None, image: bool,
+            state: tuple[int, bytes] | None = None) -> dict[str, Any]:
+        """Start a stream (``state``: `MultiTracker.add`'s); returns what the driver's sinks need (name, fps, size,
+        live)."""
+        t0 = time.perf_counter()
         spec = StreamSpec.model_validate(spec_json)
         self._images[spec.id] = image
         self.multi.add(spec.id, source_of(spec), mask=mask, boxes=None if mask is not None else spec.all_boxes_xyxy or None,
                        points=None if mask is not None else spec.points or None, max_frames=spec.max_frames,
-                       policy=spec.policy, transport=spec.transport, pace=spec.pace, resume_after=resume)
+                       policy=spec.policy, transport=spec.transport, pace=spec.pace, resume_after=resume, state=state)
         src = self.multi.source(spec.id)
-        return {"name": str(src.name), "fps": float(src.fps or 25.0), "size": list(src.size), "live": bool(src.is_live)}
+        self._snapshots[spec.id] = not src.is_live
+        return {"name": str(src.name), "fps": float(src.fps or 25.0), "size": list(src.size), "live": bool(src.is_live),
+                "add_s": round(time.perf_counter() - t0, 3)}
 
     def remove(self, stream_id: str) -> None:
         self.multi.remove(stream_id)
@@ -144,6 +181,11 @@ class StreamWorker:
             self._push({"id": sid, "n": r.frame, "index": r.source_index, "pts": r.pts_s, "captured": r.captured_s,
                         "mask": r.mask, "ids": r.ids, "anchored": r.anchored, "timings": r.timings_ms,
                         "dropped": r.dropped, "image": r.image if self._images.get(sid) else None}, wait=True)
+            if self._snapshots.get(sid) and r.frame % self.SNAPSHOT_EVERY == 0:
+                try:  # here, between this stream's result and its next step (MultiTracker.snapshot's rule)
+                    self._push({"id": sid, "n": r.frame, "state": self.multi.snapshot(sid)}, wait=True)
+                except KeyError:  # the stream ended with this frame
+                    pass
 
 
 @dataclass
@@ -156,6 +198,7 @@ class _DriverStream:
     info: dict[str, Any] = field(default_factory=dict)
     opened: bool = False
     checkpoint: Checkpoint | None = None
+    snapshot: tuple[int, bytes] | None = None  # the worker's latest Segmenter state (frame, bytes), file streams
     state: str = "starting"
     error: str | None = None
     frames: int = 0
@@ -164,6 +207,9 @@ class _DriverStream:
     dropped_now: int = 0
     failed_at: float | None = None
     recoveries_s: list[float] = field(default_factory=list)  # failure seen → next frame written, per restart
+    # per restart, perf_counter marks: failure seen, stream re-added on the restarted actor, next frame written
+    recovery_marks: list[tuple[float, float, float]] = field(default_factory=list)
+    restarted_at: float | None = None
     resumed_from: list[int] = field(default_factory=list)  # the checkpoint frame of each restart (-1: none yet)
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=512))
     recent: deque[float] = field(default_factory=lambda: deque(maxlen=64))
@@ -193,6 +239,9 @@ class RayEngine:
             _keep_loopback(ray)
         if not ray.is_initialized():
             import signal
+
+            for k, v in RAY_ENV.items():  # read by ray.init (the driver's core worker, a local cluster's processes)
+                os.environ.setdefault(k, v)
 
             # ray.init replaces the driver's SIGTERM handler with sys.exit; the CLI's (SIGTERM = Ctrl-C: flush
             # every stream, print the summary, exit 0) is put back.
@@ -242,8 +291,9 @@ class RayEngine:
         ray = self._ray
         image = any(getattr(s, "kind", None) == "overlay" for s in rec.sinks)
         mask = rec.mask if resume is None else resume.mask()
+        state = rec.snapshot if resume is not None and rec.snapshot and rec.snapshot[0] <= resume.frame else None
         ref = self.actors[rec.actor].add.remote(rec.spec.model_dump(), mask, None if resume is None else resume.frame,
-                                                image)
+                                                image, state)
         try:
             return dict(ray.get(ref, timeout=120))
         except ray.exceptions.RayActorError as err:
@@ -371,7 +421,7 @@ class RayEngine:
                     self._close_sinks(rec)
                     break
             if rec.state == "restarting":
-                rec.state = "running"
+                rec.state, rec.restarted_at = "running", time.perf_counter()
                 if rec.info.get("live"):  # frames a camera sent while no worker was reading it
                     rec.dropped_base += int(round((time.perf_counter() - failed_at) * float(rec.info.get("fps", 0))))
 
@@ -386,6 +436,9 @@ class RayEngine:
             if rec.error:
                 log.error("stream %s failed: %s", rec.spec.id, rec.error)
             self._close_sinks(rec)
+            return
+        if "state" in item:  # after its frame's item: that frame is written, so the state is never ahead of it
+            rec.snapshot = (int(item["n"]), item["state"])
             return
         if not rec.opened:
             h, w = rec.info.get("size") or item["mask"].shape
@@ -435,6 +488,7 @@ class RayEngine:
             rec.frame_numbers.append(item["n"])
         if rec.failed_at is not None:
             rec.recoveries_s.append(now - rec.failed_at)
+            rec.recovery_marks.append((rec.failed_at, rec.restarted_at or now, now))
             rec.failed_at = None
         if self._on_frame is not None:
             self._on_frame(rec.spec.id, rec.latencies[-1])
