@@ -313,13 +313,14 @@ def soak(total: int, streams: int) -> dict[str, Any]:
 
 
 def batch(b: int, reps: int) -> dict[str, Any]:
-    """Eager embedding of b frames: b calls of batch 1 vs one call of batch b, at the sample's input size."""
+    """The RPM-Net embedding of b frames (the only network part: the default model, DIS + appearance, has none):
+    b calls of batch 1 vs one call of batch b, eager and ONNX, at the sample's input size."""
     import torch
 
     import rtvos
     from rtvos.segmenter import model_input_size
 
-    model = rtvos.load_model("default").eval()
+    model = rtvos.load_network("default").eval()  # the default model (DIS + appearance) has no network
     hw = model_input_size((480, 640), int(model.meta.get("size", 512)))
     x1 = torch.rand(1, 3, *hw)
     xb = torch.rand(b, 3, *hw)
@@ -392,7 +393,7 @@ def main() -> None:
     t.add_argument("--threads", type=int, default=None, help="intra-op threads per step (default: cores // workers)")
     r = sub.add_parser("ray")
     r.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    r.add_argument("--streams", type=int, default=4)
+    r.add_argument("--streams", type=int, nargs="+", default=[4])
     r.add_argument("--frames", type=int, default=60)
     k = sub.add_parser("recovery")
     k.add_argument("--kills", type=int, default=5)
@@ -437,9 +438,10 @@ def _run(args: argparse.Namespace) -> None:
                     rows.append(one_process_in_child(n, args.frames, w or None, args.threads))
                     print(json.dumps(rows[-1]), flush=True)
     elif args.cmd == "ray":
-        for w in args.workers:
-            rows.append(on_ray(w, args.streams, args.frames))
-            print(json.dumps(rows[-1]), flush=True)
+        for n in args.streams:
+            for w in args.workers:
+                rows.append(on_ray(w, n, args.frames))
+                print(json.dumps(rows[-1]), flush=True)
     elif args.cmd == "recovery":
         rows.append(recovery(args.kills, args.frames))
     elif args.cmd == "addremove":
