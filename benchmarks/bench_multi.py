@@ -377,8 +377,48 @@ def _onnx_batch(model: Any, hw: tuple[int, int], b: int, reps: int) -> dict[str,
     for _ in range(reps):
         sessions[b].run(None, {"x": xb})
     many = (time.perf_counter() - t) / reps
+    pool = _onnx_pool(sessions_path := _export_embed(model, hw), x1, b, reps)
+    del sessions_path
     return {f"onnx_{b}x_batch1_ms": round(one * 1e3, 1), f"onnx_batch{b}_ms": round(many * 1e3, 1),
-            "onnx_speedup": round(one / many, 3)}
+            "onnx_speedup": round(one / many, 3), f"onnx_{b}x_batch1_on_pool_ms": round(pool * 1e3, 1),
+            "onnx_batch_vs_pool": round(pool / many, 3)}
+
+
+def _export_embed(model: Any, hw: tuple[int, int]) -> bytes:
+    import contextlib
+    import io
+
+    import torch
+
+    from rtvos.backends.compiled import EmbedModule
+    from rtvos.backends.onnx import OPSET
+
+    x = torch.rand(1, 3, *hw)
+    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
+        prog = torch.onnx.export(torch.export.export(EmbedModule(model), (x,), strict=False), (x,), dynamo=True,
+                                 opset_version=OPSET, input_names=["x"], output_names=["emb"], optimize=True)
+    assert prog is not None
+    return bytes(prog.model_proto.SerializeToString())
+
+
+def _onnx_pool(proto: bytes, x1: np.ndarray, b: int, reps: int) -> float:
+    """What `MultiTracker`'s shared pool does instead of batching: the b batch-1 calls spread over one thread
+    per core, each with one intra-op thread (time for all b)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import onnxruntime as ort
+
+    from rtvos.multi import usable_cores
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(proto, sess_options=opts, providers=["CPUExecutionProvider"])
+    with ThreadPoolExecutor(usable_cores()) as ex:
+        list(ex.map(lambda _: sess.run(None, {"x": x1}), range(b)))
+        t = time.perf_counter()
+        for _ in range(reps):
+            list(ex.map(lambda _: sess.run(None, {"x": x1}), range(b)))
+        return (time.perf_counter() - t) / reps
 
 
 def main() -> None:

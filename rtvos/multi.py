@@ -352,7 +352,10 @@ class MultiTracker:
     share one model object). The other model options are `rtvos.track`'s. ``workers``: steps run at once, on
     different streams (default: the usable cores on CPU, 1 on an accelerator, whose backends are not
     re-entrant); ``threads``: torch/OpenCV/ONNX threads per step while iterating (default: cores // workers,
-    so workers × threads never exceeds the cores; 0 leaves the process's settings alone). ``keep_alive`` keeps
+    so workers × threads never exceeds the cores; 0 leaves the process's settings alone). ``batch``: the
+    network embeddings of streams with one input shape that step at the same time run as one forward
+    (`rtvos.batching`; a network model on the eager or onnx backend; off by default: it did not win on CPU).
+    ``keep_alive`` keeps
     iteration going when no stream is left (a service waits for streams to be added); otherwise it ends with
     the last stream. `add`, `remove`, `reanchor`, `status` and `stop` are thread-safe.
     """
@@ -363,7 +366,7 @@ class MultiTracker:
                  segmenter_factory: Callable[[], Segmenter] | None = None,
                  keep_alive: bool = False, stats_capacity: int = 512, poll_s: float = 0.05,
                  on_end: Callable[[StreamStatus], None] | None = None, workers: int | None = None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, batch: bool = False) -> None:
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
             raise InputError(f"workers must be an integer >= 1, got {workers!r}")
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
@@ -379,7 +382,7 @@ class MultiTracker:
                                                   appearance=appearance))
 
         self._factory = segmenter_factory
-        self._workers, self._threads = workers, threads
+        self._workers, self._threads, self._batch = workers, threads, bool(batch)
         self.keep_alive = keep_alive
         self.stats_capacity = stats_capacity
         self.poll_s = poll_s
@@ -431,6 +434,8 @@ class MultiTracker:
             if isinstance(first, np.ndarray) and src.size[0] > 0:
                 check_mask_size(first, src.size, "mask", str(src.name))
             seg = self._factory()
+            if self._batch and not seg.has_network:
+                raise InputError(f"batch=True batches a network's forward; model {seg.describe()!r} has no network")
             drop = bool(src.is_live) and policy != "block"
             rec = _Stream(sid, src, seg, sinks, first, pal, max_frames=max_frames, drop_stale=drop,
                           resume_after=resume_after, stats_capacity=self.stats_capacity, on_frame=self._wake.set,
@@ -558,6 +563,14 @@ class MultiTracker:
             seg.backend = shared
             return
         built = seg.prepare(frame_hw)
+        if built is not None and self._batch:
+            from .batching import BATCHABLE, BatchingBackend
+
+            if built.name not in BATCHABLE:
+                raise InputError(f"batch=True needs the eager or onnx backend, not {built.name!r}")
+            built = BatchingBackend(built, max_batch=self._pool_size(seg))
+            built.prepare()  # here, with no step in flight (see _submit)
+            seg.backend = built
         if built is not None:
             self._backends[hw] = built
 
