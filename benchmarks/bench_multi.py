@@ -60,13 +60,13 @@ def _vmrss_mb() -> float:
 
 
 def one_process(n: int, frames: int, out: Path | None = None, workers: int | None = None,
-                threads: int | None = None) -> dict[str, Any]:
+                threads: int | None = None, model: str = "default", batch: bool = False) -> dict[str, Any]:
     """N streams of the sample through one MultiTracker; PNG masks written per stream (as serve does)."""
     import rtvos
     from rtvos.io.sinks import MaskSink
 
     video, mask = _sample()
-    multi = rtvos.MultiTracker("default", workers=workers, threads=threads)
+    multi = rtvos.MultiTracker(model, workers=workers, threads=threads, batch=batch)
     root = _tmp("bench-multi-") if out is None else out
     for i in range(n):
         multi.add(f"s{i}", video, mask=mask, max_frames=frames, sinks=[MaskSink(root / f"s{i}")])
@@ -83,19 +83,20 @@ def one_process(n: int, frames: int, out: Path | None = None, workers: int | Non
         import shutil
 
         shutil.rmtree(root, ignore_errors=True)
-    return {"mode": "one", "workers": workers, "threads": threads, "streams": n, "frames": count, "wall_s": round(wall, 2),
+    return {"mode": "one batched" if batch else "one", "model": model, "workers": workers, "threads": threads,
+            "streams": n, "frames": count, "wall_s": round(wall, 2),
             "fps": round((count - 1) / wall, 2) if wall > 0 else None,
             "p95_latency_ms": [s.latency_p95_ms for s in st], "rss_mb": round(_rss_mb(), 1)}
 
 
-def single_worker(frames: int) -> None:
+def single_worker(frames: int, model: str) -> None:
     """One `rtvos.track` run, printed as JSON (what "separate" starts N of)."""
     import rtvos
     from rtvos.io.sinks import MaskSink
 
     video, mask = _sample()
     root = _tmp("bench-sep-")
-    tr = rtvos.track(video, mask=mask, max_frames=frames, sinks=[MaskSink(root)])
+    tr = rtvos.track(video, mask=mask, max_frames=frames, sinks=[MaskSink(root)], model=model)
     for _ in tr:
         pass
     s = tr.summary()
@@ -103,9 +104,9 @@ def single_worker(frames: int) -> None:
                       "rss_mb": _rss_mb(), "t_end": time.time(), "t_start": time.time() - s.wall_s}))
 
 
-def separate(n: int, frames: int) -> dict[str, Any]:
-    procs = [subprocess.Popen([sys.executable, __file__, "_single", "--frames", str(frames)], stdout=subprocess.PIPE,
-                              text=True) for _ in range(n)]
+def separate(n: int, frames: int, model: str = "default") -> dict[str, Any]:
+    procs = [subprocess.Popen([sys.executable, __file__, "_single", "--frames", str(frames), "--model", model],
+                              stdout=subprocess.PIPE, text=True) for _ in range(n)]
     rows = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
     t0, t1 = min(r["t_start"] for r in rows), max(r["t_end"] for r in rows)
     total = sum(r["frames"] for r in rows)
@@ -431,6 +432,8 @@ def main() -> None:
     t.add_argument("--workers", type=int, nargs="+", default=[0],
                    help="MultiTracker step pools to compare (0: its default, the usable cores)")
     t.add_argument("--threads", type=int, default=None, help="intra-op threads per step (default: cores // workers)")
+    t.add_argument("--model", default="default", help="e.g. an RPM-Net network, which --batch needs")
+    t.add_argument("--batch", action="store_true", help="also one process with MultiTracker(batch=True)")
     r = sub.add_parser("ray")
     r.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     r.add_argument("--streams", type=int, nargs="+", default=[4])
@@ -450,6 +453,7 @@ def main() -> None:
     bt.add_argument("--reps", type=int, default=3)
     s = sub.add_parser("_single")
     s.add_argument("--frames", type=int, default=60)
+    s.add_argument("--model", default="default")
     for q in (t, r, k, nl, a, so, bt):
         q.add_argument("--json", help="append the rows to this JSON-lines file")
     args = p.parse_args()
@@ -464,19 +468,20 @@ def main() -> None:
 
 def _run(args: argparse.Namespace) -> None:
     if args.cmd == "_single":
-        single_worker(args.frames)
+        single_worker(args.frames, args.model)
         return
     rows: list[dict[str, Any]] = []
     if args.cmd == "throughput":
         for n in args.streams:
             for mode in args.modes:
                 if mode == "separate":
-                    rows.append(separate(n, args.frames))
+                    rows.append(separate(n, args.frames, args.model))
                     print(json.dumps(rows[-1]), flush=True)
                     continue
                 for w in args.workers:
-                    rows.append(one_process_in_child(n, args.frames, w or None, args.threads))
-                    print(json.dumps(rows[-1]), flush=True)
+                    for b in (False, True) if args.batch else (False,):
+                        rows.append(one_process_in_child(n, args.frames, w or None, args.threads, args.model, b))
+                        print(json.dumps(rows[-1]), flush=True)
     elif args.cmd == "ray":
         for n in args.streams:
             for w in args.workers:
@@ -500,10 +505,12 @@ def _run(args: argparse.Namespace) -> None:
                 f.write(json.dumps(row) + "\n")
 
 
-def one_process_in_child(n: int, frames: int, workers: int | None = None, threads: int | None = None) -> dict[str, Any]:
+def one_process_in_child(n: int, frames: int, workers: int | None = None, threads: int | None = None,
+                         model: str = "default", batch: bool = False) -> dict[str, Any]:
     """`one_process` in a fresh interpreter, so its peak RSS is its own."""
     code = (f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_multi; "
-            f"print(json.dumps(bench_multi.one_process({n}, {frames}, workers={workers}, threads={threads})))")
+            f"print(json.dumps(bench_multi.one_process({n}, {frames}, workers={workers}, threads={threads}, "
+            f"model={model!r}, batch={batch})))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     return dict(json.loads(out.strip().splitlines()[-1]))
 
