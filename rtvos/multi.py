@@ -355,9 +355,8 @@ class MultiTracker:
     so workers × threads never exceeds the cores; 0 leaves the process's settings alone). ``batch``: the
     network embeddings of streams with one input shape that step at the same time run as one forward
     (`rtvos.batching`; a network model on the eager or onnx backend; off by default: it did not win on CPU).
-    ``keep_alive`` keeps
-    iteration going when no stream is left (a service waits for streams to be added); otherwise it ends with
-    the last stream. `add`, `remove`, `reanchor`, `status` and `stop` are thread-safe.
+    ``keep_alive`` keeps iteration going when no stream is left (a service waits for streams to be added);
+    otherwise it ends with the last stream. `add`, `remove`, `reanchor`, `status` and `stop` are thread-safe.
     """
 
     def __init__(self, model: Any = "default", *, size: int | None = None, device: str = "auto",
