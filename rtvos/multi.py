@@ -32,7 +32,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_all
-from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -323,25 +322,35 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-@contextmanager
-def _intra_op_threads(n: int | None) -> Iterator[None]:
-    """torch's and OpenCV's per-call thread counts set to ``n`` for the block, then restored (None: untouched).
-    ONNX sessions built inside follow torch's count. Pool workers × intra-op threads above the core count
-    oversubscribes the CPU: every step waits on the others' threads."""
-    if n is None:
-        yield
-        return
-    import cv2
-    import torch
+class _IntraOpThreads:
+    """torch's and OpenCV's per-call thread counts, set while iterating and restored after (ONNX sessions built
+    meanwhile follow torch's count). Pool workers × intra-op threads above the core count oversubscribes the
+    CPU: every step waits on the others' threads; below it, a lone stream leaves cores idle."""
 
-    old_torch, old_cv = torch.get_num_threads(), cv2.getNumThreads()
-    torch.set_num_threads(n)
-    cv2.setNumThreads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old_torch)
-        cv2.setNumThreads(old_cv)
+    def __init__(self) -> None:
+        self.current: int | None = None
+        self._saved: tuple[int, int] | None = None
+
+    def apply(self, n: int | None) -> None:
+        if n is None or n == self.current:
+            return
+        import cv2
+        import torch
+
+        if self._saved is None:
+            self._saved = (torch.get_num_threads(), cv2.getNumThreads())
+        torch.set_num_threads(n)
+        cv2.setNumThreads(n)
+        self.current = n
+
+    def restore(self) -> None:
+        if self._saved is not None:
+            import cv2
+            import torch
+
+            torch.set_num_threads(self._saved[0])
+            cv2.setNumThreads(self._saved[1])
+        self._saved, self.current = None, None
 
 
 class MultiTracker:
@@ -449,12 +458,15 @@ class MultiTracker:
             if not self._iterating and src.size[0] > 0:
                 # Nobody runs the model yet: build the backend now (under the lock, so iteration waits for it),
                 # before the reader starts, so an export is not counted in the first frames' latency.
+                settings = _IntraOpThreads()
                 try:
-                    with _intra_op_threads(self._intra_threads(seg)):
-                        self._share_backend(seg, tuple(src.size))  # type: ignore[arg-type]
+                    settings.apply(self._intra_threads(seg, len(self._streams) + 1))
+                    self._share_backend(seg, tuple(src.size))  # type: ignore[arg-type]
                 except BaseException:
                     src.close()
                     raise
+                finally:
+                    settings.restore()
             self._ended.pop(sid, None)
             self._streams[sid] = rec
         rec.writer.start()
@@ -545,14 +557,15 @@ class MultiTracker:
             return 1  # one accelerator: CUDA graphs and compiled units are not re-entrant
         return usable_cores()
 
-    def _intra_threads(self, seg: Segmenter | None) -> int | None:
+    def _intra_threads(self, seg: Segmenter | None, streams: int) -> int | None:
+        """Threads per step: the cores shared by the steps that can run at once (min(workers, streams))."""
         if self._threads == 0:
             return None
         if self._threads is not None:
             return self._threads
         if seg is not None and seg.device.type != "cpu":
             return None
-        return max(1, usable_cores() // self._pool_size(seg))
+        return max(1, usable_cores() // max(1, min(self._pool_size(seg), streams)))
 
     def _share_backend(self, seg: Segmenter, frame_hw: tuple[int, int]) -> None:
         """One backend per network input shape for all streams (the export/session is the big allocation)."""
@@ -579,7 +592,7 @@ class MultiTracker:
                 raise RuntimeError("a MultiTracker is iterated by one thread at a time")
             self._iterating = True
             self._model_thread = threading.get_ident()
-        settings = ExitStack()  # the intra-op thread counts, set with the pool and restored when iteration ends
+        settings = _IntraOpThreads()  # set with the pool, changed with the number of streams, restored at the end
         self._pool = None
         try:
             yield from self._loop(settings)
@@ -593,7 +606,7 @@ class MultiTracker:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
                 self._pool = None
-            settings.close()
+            settings.restore()
             with self._lock:
                 self._iterating = False
                 self._model_thread = None
@@ -614,7 +627,7 @@ class MultiTracker:
         rec.finish(error, state)
         self._ended_add(rec)
 
-    def _loop(self, settings: ExitStack) -> Iterator[tuple[str, Result]]:
+    def _loop(self, settings: _IntraOpThreads) -> Iterator[tuple[str, Result]]:
         while not self._stop.is_set():
             self._wake.clear()
             with self._lock:
@@ -659,7 +672,7 @@ class MultiTracker:
             if not progressed:
                 self._wake.wait(self.poll_s)
 
-    def _submit(self, rec: _Stream, item: _Decoded, settings: ExitStack) -> None:
+    def _submit(self, rec: _Stream, item: _Decoded, settings: _IntraOpThreads) -> None:
         """Resolve the frame's prompt here (prompts may be callables; backends are built here), then hand the
         stream's step to the pool."""
         frame = item.frame
@@ -681,8 +694,13 @@ class MultiTracker:
             with rec.lock:
                 pending, rec.reanchor = rec.reanchor, None
             mask = None if pending is None else self._resolve(rec, frame, pending)
+        with self._lock:
+            streams = len(self._streams)
+        want = self._intra_threads(rec.segmenter, streams)
+        if want is not None and want != settings.current:
+            self._drain()  # streams came or went: no step runs while the thread counts change
+            settings.apply(want)
         if self._pool is None:
-            settings.enter_context(_intra_op_threads(self._intra_threads(rec.segmenter)))
             self._pool = ThreadPoolExecutor(self._pool_size(rec.segmenter), thread_name_prefix="rtvos-step")
         rec.job_item, rec.job_silent = item, rec.silent_left > 0  # frames up to k again: already emitted
         rec.silent_left = max(0, rec.silent_left - 1)
