@@ -34,7 +34,8 @@ def add_parser(sub: Any) -> None:
     model.add_argument("--size", type=int, default=None, help="model input size S, multiple of 64")
     model.add_argument("--device", default=None, help="auto, cpu or cuda:N")
     model.add_argument("--backend", default=None, help="auto, eager, onnx, ...")
-    model.add_argument("--threads", type=int, default=None, help="torch CPU threads of this process")
+    model.add_argument("--threads", type=int, default=None,
+                       help="CPU threads per stream step (default: cores / step workers; torch's for Ray's driver)")
     p.add_argument("--quiet", action="store_true", help="no per-stream lines at the end")
     p.set_defaults(func=run)
 
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         from rtvos.serve import LocalEngine
 
         hub = LiveHub()
-        engine = LocalEngine(**opts, hub=hub)
+        engine = LocalEngine(**opts, hub=hub, threads=args.threads)
     server = None
     try:
         for spec in cfg.streams:

@@ -59,13 +59,14 @@ def _vmrss_mb() -> float:
     return float("nan")
 
 
-def one_process(n: int, frames: int, out: Path | None = None) -> dict[str, Any]:
+def one_process(n: int, frames: int, out: Path | None = None, workers: int | None = None,
+                threads: int | None = None, model: str = "default", batch: bool = False) -> dict[str, Any]:
     """N streams of the sample through one MultiTracker; PNG masks written per stream (as serve does)."""
     import rtvos
     from rtvos.io.sinks import MaskSink
 
     video, mask = _sample()
-    multi = rtvos.MultiTracker("default")
+    multi = rtvos.MultiTracker(model, workers=workers, threads=threads, batch=batch)
     root = _tmp("bench-multi-") if out is None else out
     for i in range(n):
         multi.add(f"s{i}", video, mask=mask, max_frames=frames, sinks=[MaskSink(root / f"s{i}")])
@@ -82,19 +83,20 @@ def one_process(n: int, frames: int, out: Path | None = None) -> dict[str, Any]:
         import shutil
 
         shutil.rmtree(root, ignore_errors=True)
-    return {"mode": "one", "streams": n, "frames": count, "wall_s": round(wall, 2),
+    return {"mode": "one batched" if batch else "one", "model": model, "workers": workers, "threads": threads,
+            "streams": n, "frames": count, "wall_s": round(wall, 2),
             "fps": round((count - 1) / wall, 2) if wall > 0 else None,
             "p95_latency_ms": [s.latency_p95_ms for s in st], "rss_mb": round(_rss_mb(), 1)}
 
 
-def single_worker(frames: int) -> None:
+def single_worker(frames: int, model: str) -> None:
     """One `rtvos.track` run, printed as JSON (what "separate" starts N of)."""
     import rtvos
     from rtvos.io.sinks import MaskSink
 
     video, mask = _sample()
     root = _tmp("bench-sep-")
-    tr = rtvos.track(video, mask=mask, max_frames=frames, sinks=[MaskSink(root)])
+    tr = rtvos.track(video, mask=mask, max_frames=frames, sinks=[MaskSink(root)], model=model)
     for _ in tr:
         pass
     s = tr.summary()
@@ -102,9 +104,9 @@ def single_worker(frames: int) -> None:
                       "rss_mb": _rss_mb(), "t_end": time.time(), "t_start": time.time() - s.wall_s}))
 
 
-def separate(n: int, frames: int) -> dict[str, Any]:
-    procs = [subprocess.Popen([sys.executable, __file__, "_single", "--frames", str(frames)], stdout=subprocess.PIPE,
-                              text=True) for _ in range(n)]
+def separate(n: int, frames: int, model: str = "default") -> dict[str, Any]:
+    procs = [subprocess.Popen([sys.executable, __file__, "_single", "--frames", str(frames), "--model", model],
+                              stdout=subprocess.PIPE, text=True) for _ in range(n)]
     rows = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
     t0, t1 = min(r["t_start"] for r in rows), max(r["t_end"] for r in rows)
     total = sum(r["frames"] for r in rows)
@@ -138,7 +140,10 @@ def on_ray(workers: int, n: int, frames: int) -> dict[str, Any]:
 
 def recovery(kills: int, frames: int) -> dict[str, Any]:
     """Ray, 2 workers, one stream each replayed at its frame rate (a long synthetic clip, 160x120: the restart,
-    not the frame size, is what is timed); SIGKILL stream s0's worker every 4 s, ``kills`` times."""
+    not the frame size, is what is timed); SIGKILL stream s0's worker every 4 s, ``kills`` times. Recovery is
+    timed from the kill to the stream's next frame written, split into: detect (kill → the driver sees the
+    actor die), restart_and_add (→ the restarted actor took the stream back: process_s of Ray's worker start,
+    init_s of the actor's __init__, add_s of the re-add) and first_frame (→ the next frame written)."""
     import signal
     import threading
 
@@ -152,6 +157,7 @@ def recovery(kills: int, frames: int) -> dict[str, Any]:
     video, mask = paths.video, paths.first_mask
     eng = RayEngine(workers=2, keep_frame_numbers=True)
     times: list[float] = []
+    phases: list[dict[str, float]] = []
     try:
         for i in range(2):
             eng.add(StreamSpec(id=f"s{i}", source=str(video), mask=str(mask), out=str(root / f"s{i}"), overlay=False,
@@ -164,17 +170,24 @@ def recovery(kills: int, frames: int) -> dict[str, Any]:
             if rec.state != "running":
                 break
             before = len(rec.recoveries_s)
-            os.kill(eng.pids()[rec.actor], signal.SIGKILL)
+            pid = eng.pids()[rec.actor]
+            t_kill = time.perf_counter()
+            os.kill(pid, signal.SIGKILL)
             deadline = time.time() + 120
             while len(rec.recoveries_s) == before and time.time() < deadline:
-                time.sleep(0.05)
-            times.extend(rec.recoveries_s[before:])
+                time.sleep(0.01)
+            for seen, readded, frame in rec.recovery_marks[before:]:
+                times.append(frame - t_kill)  # kill → the stream's next frame written
+                actor = eng._ray.get(eng.actors[rec.actor].timings.remote())
+                phases.append({"detect_s": round(seen - t_kill, 3), "restart_and_add_s": round(readded - seen, 3),
+                               "first_frame_s": round(frame - readded, 3), **actor,
+                               "add_s": rec.info.get("add_s")})
         loop.join(600)
         exact = {sid: r.frame_numbers == list(range(len(r.frame_numbers))) for sid, r in eng.streams.items()}
         st = eng.status()
     finally:
         eng.close()
-    return {"mode": "recovery", "kills": len(times), "recovery_s": [round(x, 2) for x in times],
+    return {"mode": "recovery", "kills": len(times), "recovery_s": [round(x, 2) for x in times], "phases": phases,
             "median_s": round(float(np.median(times)), 2) if times else None, "max_s": round(max(times), 2) if times else None,
             "exactly_once": exact, "frames": {s["id"]: s["frames"] for s in st},
             "states": {s["id"]: [s["state"], s["error"]] for s in st}}
@@ -301,13 +314,14 @@ def soak(total: int, streams: int) -> dict[str, Any]:
 
 
 def batch(b: int, reps: int) -> dict[str, Any]:
-    """Eager embedding of b frames: b calls of batch 1 vs one call of batch b, at the sample's input size."""
+    """The RPM-Net embedding of b frames (the only network part: the default model, DIS + appearance, has none):
+    b calls of batch 1 vs one call of batch b, eager and ONNX, at the sample's input size."""
     import torch
 
     import rtvos
     from rtvos.segmenter import model_input_size
 
-    model = rtvos.load_model("default").eval()
+    model = rtvos.load_network("default").eval()  # the default model (DIS + appearance) has no network
     hw = model_input_size((480, 640), int(model.meta.get("size", 512)))
     x1 = torch.rand(1, 3, *hw)
     xb = torch.rand(b, 3, *hw)
@@ -364,8 +378,48 @@ def _onnx_batch(model: Any, hw: tuple[int, int], b: int, reps: int) -> dict[str,
     for _ in range(reps):
         sessions[b].run(None, {"x": xb})
     many = (time.perf_counter() - t) / reps
+    pool = _onnx_pool(sessions_path := _export_embed(model, hw), x1, b, reps)
+    del sessions_path
     return {f"onnx_{b}x_batch1_ms": round(one * 1e3, 1), f"onnx_batch{b}_ms": round(many * 1e3, 1),
-            "onnx_speedup": round(one / many, 3)}
+            "onnx_speedup": round(one / many, 3), f"onnx_{b}x_batch1_on_pool_ms": round(pool * 1e3, 1),
+            "onnx_batch_vs_pool": round(pool / many, 3)}
+
+
+def _export_embed(model: Any, hw: tuple[int, int]) -> bytes:
+    import contextlib
+    import io
+
+    import torch
+
+    from rtvos.backends.compiled import EmbedModule
+    from rtvos.backends.onnx import OPSET
+
+    x = torch.rand(1, 3, *hw)
+    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
+        prog = torch.onnx.export(torch.export.export(EmbedModule(model), (x,), strict=False), (x,), dynamo=True,
+                                 opset_version=OPSET, input_names=["x"], output_names=["emb"], optimize=True)
+    assert prog is not None
+    return bytes(prog.model_proto.SerializeToString())
+
+
+def _onnx_pool(proto: bytes, x1: np.ndarray, b: int, reps: int) -> float:
+    """What `MultiTracker`'s shared pool does instead of batching: the b batch-1 calls spread over one thread
+    per core, each with one intra-op thread (time for all b)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import onnxruntime as ort
+
+    from rtvos.multi import usable_cores
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(proto, sess_options=opts, providers=["CPUExecutionProvider"])
+    with ThreadPoolExecutor(usable_cores()) as ex:
+        list(ex.map(lambda _: sess.run(None, {"x": x1}), range(b)))
+        t = time.perf_counter()
+        for _ in range(reps):
+            list(ex.map(lambda _: sess.run(None, {"x": x1}), range(b)))
+        return (time.perf_counter() - t) / reps
 
 
 def main() -> None:
@@ -375,9 +429,14 @@ def main() -> None:
     t.add_argument("--streams", type=int, nargs="+", default=[1, 2, 4])
     t.add_argument("--frames", type=int, default=60)
     t.add_argument("--modes", nargs="+", default=["separate", "one"])
+    t.add_argument("--workers", type=int, nargs="+", default=[0],
+                   help="MultiTracker step pools to compare (0: its default, the usable cores)")
+    t.add_argument("--threads", type=int, default=None, help="intra-op threads per step (default: cores // workers)")
+    t.add_argument("--model", default="default", help="e.g. an RPM-Net network, which --batch needs")
+    t.add_argument("--batch", action="store_true", help="also one process with MultiTracker(batch=True)")
     r = sub.add_parser("ray")
     r.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    r.add_argument("--streams", type=int, default=4)
+    r.add_argument("--streams", type=int, nargs="+", default=[4])
     r.add_argument("--frames", type=int, default=60)
     k = sub.add_parser("recovery")
     k.add_argument("--kills", type=int, default=5)
@@ -394,6 +453,7 @@ def main() -> None:
     bt.add_argument("--reps", type=int, default=3)
     s = sub.add_parser("_single")
     s.add_argument("--frames", type=int, default=60)
+    s.add_argument("--model", default="default")
     for q in (t, r, k, nl, a, so, bt):
         q.add_argument("--json", help="append the rows to this JSON-lines file")
     args = p.parse_args()
@@ -408,18 +468,25 @@ def main() -> None:
 
 def _run(args: argparse.Namespace) -> None:
     if args.cmd == "_single":
-        single_worker(args.frames)
+        single_worker(args.frames, args.model)
         return
     rows: list[dict[str, Any]] = []
     if args.cmd == "throughput":
         for n in args.streams:
             for mode in args.modes:
-                rows.append(separate(n, args.frames) if mode == "separate" else one_process_in_child(n, args.frames))
-                print(json.dumps(rows[-1]), flush=True)
+                if mode == "separate":
+                    rows.append(separate(n, args.frames, args.model))
+                    print(json.dumps(rows[-1]), flush=True)
+                    continue
+                for w in args.workers:
+                    for b in (False, True) if args.batch else (False,):
+                        rows.append(one_process_in_child(n, args.frames, w or None, args.threads, args.model, b))
+                        print(json.dumps(rows[-1]), flush=True)
     elif args.cmd == "ray":
-        for w in args.workers:
-            rows.append(on_ray(w, args.streams, args.frames))
-            print(json.dumps(rows[-1]), flush=True)
+        for n in args.streams:
+            for w in args.workers:
+                rows.append(on_ray(w, n, args.frames))
+                print(json.dumps(rows[-1]), flush=True)
     elif args.cmd == "recovery":
         rows.append(recovery(args.kills, args.frames))
     elif args.cmd == "addremove":
@@ -438,10 +505,12 @@ def _run(args: argparse.Namespace) -> None:
                 f.write(json.dumps(row) + "\n")
 
 
-def one_process_in_child(n: int, frames: int) -> dict[str, Any]:
+def one_process_in_child(n: int, frames: int, workers: int | None = None, threads: int | None = None,
+                         model: str = "default", batch: bool = False) -> dict[str, Any]:
     """`one_process` in a fresh interpreter, so its peak RSS is its own."""
     code = (f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_multi; "
-            f"print(json.dumps(bench_multi.one_process({n}, {frames})))")
+            f"print(json.dumps(bench_multi.one_process({n}, {frames}, workers={workers}, threads={threads}, "
+            f"model={model!r}, batch={batch})))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     return dict(json.loads(out.strip().splitlines()[-1]))
 

@@ -11,9 +11,12 @@ Each stream has its own reader thread (decode; for live sources only the newest 
 dropped), its own writer thread (its sinks, as `rtvos.track` runs them) and its own `Segmenter` whose
 `SegmenterState` (t−1 embedding, scores, ids) is the stream's whole model state. The network weights are loaded
 once and every stream's Segmenter uses that one model object; network backends (ONNX sessions, compiled units)
-are shared between streams of the same input shape through the Segmenter's public ``backend`` setter. The model
-runs on the iterating thread, one frame per ready stream per pass (round-robin: a fast stream cannot starve a
-slow one). A stream whose source or sinks fail ends alone, with one error line; the others go on.
+are shared between streams of the same input shape through the Segmenter's public ``backend`` setter. Each
+stream's `Segmenter.step` (DIS, network, propagation, appearance: all of it releases the GIL in OpenCV, ONNX
+Runtime or torch) runs on ONE worker pool shared by every stream, at most one step in flight per stream, so a
+stream's frames stay in order while different streams use different cores; the iterating thread hands out the
+steps round-robin (a fast stream cannot starve a slow one) and yields each stream's results in its order. A
+stream whose source or sinks fail ends alone, with one error line; the others go on.
 
 ``resume_after`` re-anchors a stream from a checkpoint (what the Ray engine's recovery uses): a file stream
 skips to the frame after the last one emitted and continues from that frame's mask, numbering frames as before.
@@ -27,17 +30,20 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_all
 from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
 
+from .common import one_line
 from .io.base import Frame, FrameSource, InputError
 from .io.masks import DAVIS_PALETTE, check_mask_size
 from .io.sinks import SegmentedFrame, Sink, StopPipeline, StreamInfo, close_sinks
 from .pipeline import FirstMask, RunStats
 from .results import Result
-from .segmenter import Segmenter
+from .segmenter import Segmenter, StepResult
 from .stats import Timer
 from .track import MaskLike, SourceLike, _first_mask, _open, _segmenter
 
@@ -91,7 +97,8 @@ class _Stream:
 
     def __init__(self, sid: str, source: FrameSource, segmenter: Segmenter, sinks: Sequence[Sink], first: FirstMask,
                  palette: np.ndarray, *, max_frames: int | None, drop_stale: bool, resume_after: int | None,
-                 stats_capacity: int, on_frame: Callable[[], None], pace: bool = False) -> None:
+                 stats_capacity: int, on_frame: Callable[[], None], pace: bool = False,
+                 restore: tuple[int, bytes] | None = None) -> None:
         self.id = sid
         self.source = source
         self.segmenter = segmenter
@@ -103,6 +110,11 @@ class _Stream:
         self.drop_stale = drop_stale
         self.resume_after = resume_after
         self.pace = pace and not self.is_live
+        # A file resumed from a Segmenter snapshot of frame j <= k (k = resume_after): frames j+1..k are stepped
+        # again, silently, from the snapshot, so frame k+1 continues the uninterrupted run's state exactly.
+        self.restore = None if self.is_live or resume_after is None else restore
+        self.silent_left = 0 if resume_after is None or self.is_live else (
+            1 if self.restore is None else resume_after - self.restore[0])
         self.next_n = 0 if resume_after is None else resume_after + 1
         self.emitted = 0
         self.stats = RunStats(stats_capacity)
@@ -119,6 +131,9 @@ class _Stream:
         self.writer_error: BaseException | None = None
         self.writer_stop: str | None = None  # a sink raised StopPipeline
         self.reanchor: FirstMask | None = None
+        self.job: Future[StepResult] | None = None  # the step in flight on the worker pool (at most one)
+        self.job_item: _Decoded | None = None
+        self.job_silent = False  # a resumed file's frames up to its checkpoint: stepped again, not emitted
         self.lock = threading.Lock()
         self._on_frame = on_frame
         self._opened: list[Sink] = []
@@ -132,7 +147,8 @@ class _Stream:
         try:
             it = iter(self.source)
             clock = Timer()
-            skip = 0 if self.is_live or self.resume_after is None else self.resume_after
+            skip = 0 if self.is_live or self.resume_after is None else (
+                self.resume_after if self.restore is None else self.restore[0] + 1)
             read = 0
             t0: float | None = None
             fps = float(self.source.fps or 25.0)
@@ -149,7 +165,9 @@ class _Stream:
                     skip -= 1
                     continue
                 decode_ms = clock.lap("decode")
-                if self.pace:  # a file replayed as a camera: frame i is "captured" i / fps after the start
+                # A file replayed as a camera: frame i is "captured" i / fps after the start. Frames up to a resumed
+                # stream's checkpoint are stepped again without being emitted: they are not paced.
+                if self.pace and (self.resume_after is None or read - 1 > self.resume_after):
                     t0 = t0 if t0 is not None else time.perf_counter() - (read - 1) / fps
                     wait = t0 + (read - 1) / fps - time.perf_counter()
                     if wait > 0 and self.stop_reader.wait(wait):
@@ -242,6 +260,9 @@ class _Stream:
         """Stop the reader, flush and close the sinks, set the final state (idempotent; model thread only)."""
         if self.finished.is_set():
             return
+        if self.job is not None:  # the Segmenter is reset below: let its step end first
+            wait_all([self.job])
+            self.job = self.job_item = None
         self.stop_reader.set()
         if self.is_live:
             _close_quietly(self.source)  # a live source's iterator only wakes when closed
@@ -256,13 +277,13 @@ class _Stream:
             self.writer.join()
         error = error or self.writer_error
         if error is not None:
-            self.state, self.error = "failed", _one_line(error)
+            self.state, self.error = "failed", one_line(error)
             log.error("stream %s failed: %s", self.id, self.error)
         else:
             self.state = state
         self.segmenter.reset()  # drop the per-stream arrays now; the record itself may be kept for status
         self.segmenter.close()
-        self.sinks, self._opened, self.first, self.reanchor = [], [], None, None
+        self.sinks, self._opened, self.first, self.reanchor, self.restore = [], [], None, None, None
         self.finished.set()
 
     def status(self) -> StreamStatus:
@@ -289,19 +310,58 @@ def _close_quietly(source: FrameSource) -> None:
         log.warning("rtvos: closing %s: %s", source.name, err)
 
 
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return text if text else type(e).__name__
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+class _IntraOpThreads:
+    """torch's and OpenCV's per-call thread counts, set while iterating and restored after (ONNX sessions built
+    meanwhile follow torch's count). Pool workers × intra-op threads above the core count oversubscribes the
+    CPU: every step waits on the others' threads; below it, a lone stream leaves cores idle."""
+
+    def __init__(self) -> None:
+        self.current: int | None = None
+        self._saved: tuple[int, int] | None = None
+
+    def apply(self, n: int | None) -> None:
+        if n is None or n == self.current:
+            return
+        import cv2
+        import torch
+
+        if self._saved is None:
+            self._saved = (torch.get_num_threads(), cv2.getNumThreads())
+        torch.set_num_threads(n)
+        cv2.setNumThreads(n)
+        self.current = n
+
+    def restore(self) -> None:
+        if self._saved is not None:
+            import cv2
+            import torch
+
+            torch.set_num_threads(self._saved[0])
+            cv2.setNumThreads(self._saved[1])
+        self._saved, self.current = None, None
 
 
 class MultiTracker:
-    """N streams through one model on the iterating thread; iterate for ``(stream_id, Result)``.
+    """N streams through one model, their steps on one shared worker pool; iterate for ``(stream_id, Result)``.
 
     ``model``: "default", a registered name, a checkpoint path or a loaded model (loaded once, here, and used by
     every stream), or ``segmenter_factory``, a function returning a new `Segmenter` per stream (they should
-    share one model object). The other model options are `rtvos.track`'s. ``keep_alive`` keeps iteration going
-    when no stream is left (a service waits for streams to be added); otherwise it ends with the last stream.
-    `add`, `remove`, `reanchor`, `status` and `stop` are thread-safe.
+    share one model object). The other model options are `rtvos.track`'s. ``workers``: steps run at once, on
+    different streams (default: the usable cores on CPU, 1 on an accelerator, whose backends are not
+    re-entrant); ``threads``: torch/OpenCV/ONNX threads per step while iterating (default: cores // workers,
+    so workers × threads never exceeds the cores; 0 leaves the process's settings alone). ``batch``: the
+    network embeddings of streams with one input shape that step at the same time run as one forward
+    (`rtvos.batching`; a network model on the eager or onnx backend; off by default: it did not win on CPU).
+    ``keep_alive`` keeps iteration going when no stream is left (a service waits for streams to be added);
+    otherwise it ends with the last stream. `add`, `remove`, `reanchor`, `status` and `stop` are thread-safe.
     """
 
     def __init__(self, model: Any = "default", *, size: int | None = None, device: str = "auto",
@@ -309,7 +369,12 @@ class MultiTracker:
                  mask_resolution: str = "full", appearance: str | None = None,
                  segmenter_factory: Callable[[], Segmenter] | None = None,
                  keep_alive: bool = False, stats_capacity: int = 512, poll_s: float = 0.05,
-                 on_end: Callable[[StreamStatus], None] | None = None) -> None:
+                 on_end: Callable[[StreamStatus], None] | None = None, workers: int | None = None,
+                 threads: int | None = None, batch: bool = False) -> None:
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+            raise InputError(f"workers must be an integer >= 1, got {workers!r}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
+            raise InputError(f"threads must be an integer >= 0 (0: leave the process's settings), got {threads!r}")
         if segmenter_factory is None:
             from .models import load_model
 
@@ -321,6 +386,7 @@ class MultiTracker:
                                                   appearance=appearance))
 
         self._factory = segmenter_factory
+        self._workers, self._threads, self._batch = workers, threads, bool(batch)
         self.keep_alive = keep_alive
         self.stats_capacity = stats_capacity
         self.poll_s = poll_s
@@ -333,17 +399,21 @@ class MultiTracker:
         self._stop = threading.Event()
         self._iterating = False
         self._model_thread: int | None = None
+        self._pool: ThreadPoolExecutor | None = None  # built at the first step (its size depends on the device)
 
     # -- control (any thread) --------------------------------------------------------------------------------
     def add(self, stream_id: str, source: SourceLike, *, mask: MaskLike | None = None,
             boxes: Sequence[Sequence[int]] | None = None, points: Sequence[Sequence[int]] | None = None,
             sinks: Sequence[Sink] = (), palette: np.ndarray | None = None, max_frames: int | None = None,
             policy: str | None = None, transport: str | None = None, fps: float | None = None, bgr: bool = False,
-            resume_after: int | None = None, pace: bool = False) -> None:
+            resume_after: int | None = None, pace: bool = False, state: tuple[int, bytes] | None = None) -> None:
         """Add a stream (starts at once, also while iterating). Prompt and source are `rtvos.track`'s; a bad one
         raises `InputError` here. ``resume_after=k`` (with ``mask`` = frame k's mask): the stream continues at
         frame k+1, re-anchored on frame k (files skip frames 0..k−1; live sources anchor their next frame).
-        ``pace`` replays a file at its frame rate, as a camera would send it (demos, tests, load tests)."""
+        ``pace`` replays a file at its frame rate, as a camera would send it (demos, tests, load tests).
+        ``state=(j, snapshot)`` with ``resume_after=k`` (j <= k; `snapshot` of frame j): a file stream restores the
+        Segmenter's state of frame j and steps frames j+1..k again without emitting them, so it continues as if
+        never stopped (live sources cannot replay: they re-anchor on ``mask``)."""
         sid = str(stream_id)
         if not sid or len(sid) > 64 or not all(c.isalnum() or c in "-_." for c in sid):
             raise InputError(f"stream id must be 1-64 characters of letters, digits, '-', '_' or '.', got {sid!r}")
@@ -351,6 +421,9 @@ class MultiTracker:
             raise InputError(f"max_frames must be >= 1, got {max_frames}")
         if resume_after is not None and (resume_after < 0 or mask is None):
             raise InputError("resume_after needs a frame number >= 0 and that frame's mask=")
+        if state is not None and (resume_after is None or not 0 <= int(state[0]) <= resume_after):
+            raise InputError(f"state=(j, snapshot) needs resume_after=k with 0 <= j <= k, got j={state[0]}, "
+                             f"k={resume_after}")
         with self._lock:
             if sid in self._streams:
                 raise InputError(f"stream {sid!r} already exists")
@@ -365,10 +438,12 @@ class MultiTracker:
             if isinstance(first, np.ndarray) and src.size[0] > 0:
                 check_mask_size(first, src.size, "mask", str(src.name))
             seg = self._factory()
+            if self._batch and not seg.has_network:
+                raise InputError(f"batch=True batches a network's forward; model {seg.describe()!r} has no network")
             drop = bool(src.is_live) and policy != "block"
             rec = _Stream(sid, src, seg, sinks, first, pal, max_frames=max_frames, drop_stale=drop,
                           resume_after=resume_after, stats_capacity=self.stats_capacity, on_frame=self._wake.set,
-                          pace=pace)
+                          pace=pace, restore=state)
         except BaseException:
             src.close()
             raise
@@ -379,11 +454,15 @@ class MultiTracker:
             if not self._iterating and src.size[0] > 0:
                 # Nobody runs the model yet: build the backend now (under the lock, so iteration waits for it),
                 # before the reader starts, so an export is not counted in the first frames' latency.
+                settings = _IntraOpThreads()
                 try:
+                    settings.apply(self._intra_threads(seg, len(self._streams) + 1))
                     self._share_backend(seg, tuple(src.size))  # type: ignore[arg-type]
                 except BaseException:
                     src.close()
                     raise
+                finally:
+                    settings.restore()
             self._ended.pop(sid, None)
             self._streams[sid] = rec
         rec.writer.start()
@@ -467,6 +546,23 @@ class MultiTracker:
         self.close()
 
     # -- the model thread ------------------------------------------------------------------------------------
+    def _pool_size(self, seg: Segmenter | None) -> int:
+        if self._workers is not None:
+            return self._workers
+        if seg is not None and seg.device.type != "cpu":
+            return 1  # one accelerator: CUDA graphs and compiled units are not re-entrant
+        return usable_cores()
+
+    def _intra_threads(self, seg: Segmenter | None, streams: int) -> int | None:
+        """Threads per step: the cores shared by the steps that can run at once (min(workers, streams))."""
+        if self._threads == 0:
+            return None
+        if self._threads is not None:
+            return self._threads
+        if seg is not None and seg.device.type != "cpu":
+            return None
+        return max(1, usable_cores() // max(1, min(self._pool_size(seg), streams)))
+
     def _share_backend(self, seg: Segmenter, frame_hw: tuple[int, int]) -> None:
         """One backend per network input shape for all streams (the export/session is the big allocation)."""
         hw = seg.input_size(frame_hw)
@@ -475,6 +571,14 @@ class MultiTracker:
             seg.backend = shared
             return
         built = seg.prepare(frame_hw)
+        if built is not None and self._batch:
+            from .batching import BATCHABLE, BatchingBackend
+
+            if built.name not in BATCHABLE:
+                raise InputError(f"batch=True needs the eager or onnx backend, not {built.name!r}")
+            built = BatchingBackend(built, max_batch=self._pool_size(seg))
+            built.prepare()  # here, with no step in flight (see _submit)
+            seg.backend = built
         if built is not None:
             self._backends[hw] = built
 
@@ -484,8 +588,10 @@ class MultiTracker:
                 raise RuntimeError("a MultiTracker is iterated by one thread at a time")
             self._iterating = True
             self._model_thread = threading.get_ident()
+        settings = _IntraOpThreads()  # set with the pool, changed with the number of streams, restored at the end
+        self._pool = None
         try:
-            yield from self._loop()
+            yield from self._loop(settings)
         finally:
             with self._lock:
                 recs = list(self._streams.values())
@@ -493,6 +599,10 @@ class MultiTracker:
             for rec in recs:
                 rec.finish(None, "removed" if rec.remove_requested else "stopped")
                 self._ended_add(rec)
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+            settings.restore()
             with self._lock:
                 self._iterating = False
                 self._model_thread = None
@@ -513,7 +623,7 @@ class MultiTracker:
         rec.finish(error, state)
         self._ended_add(rec)
 
-    def _loop(self) -> Iterator[tuple[str, Result]]:
+    def _loop(self, settings: _IntraOpThreads) -> Iterator[tuple[str, Result]]:
         while not self._stop.is_set():
             self._wake.clear()
             with self._lock:
@@ -521,9 +631,22 @@ class MultiTracker:
             if not recs and not self.keep_alive:
                 return
             progressed = False
-            for rec in recs:  # round-robin: at most one frame per stream per pass
+            for rec in recs:  # round-robin: at most one step per stream in flight, handed out in stream order
                 if self._stop.is_set():
                     return
+                if rec.job is not None:
+                    if not rec.job.done():
+                        continue
+                    progressed = True
+                    out = self._collect(rec)
+                    if out is not None:
+                        rec.put_output(out)
+                        yield rec.id, Result(out)
+                        if rec.max_frames is not None and rec.emitted >= rec.max_frames:
+                            self._end(rec, None, "done")
+                            continue
+                    elif rec.finished.is_set():
+                        continue
                 if rec.remove_requested:
                     self._end(rec, None, "removed")
                     continue
@@ -539,43 +662,82 @@ class MultiTracker:
                     self._end(rec, item.error, "done")
                     continue
                 try:
-                    out = self._step(rec, item)
+                    self._submit(rec, item, settings)
                 except Exception as err:  # a bad prompt, a frame of another size: this stream only
                     self._end(rec, err, "failed")
-                    continue
-                if out is None:
-                    continue
-                rec.put_output(out)
-                yield rec.id, Result(out)
-                if rec.max_frames is not None and rec.emitted >= rec.max_frames:
-                    self._end(rec, None, "done")
             if not progressed:
                 self._wake.wait(self.poll_s)
 
-    def _step(self, rec: _Stream, item: _Decoded) -> SegmentedFrame | None:
+    def _submit(self, rec: _Stream, item: _Decoded, settings: _IntraOpThreads) -> None:
+        """Resolve the frame's prompt here (prompts may be callables; backends are built here), then hand the
+        stream's step to the pool."""
         frame = item.frame
-        silent = False
         mask: np.ndarray | None
         if rec.first is not None:
             mask = self._resolve(rec, frame, rec.first)
             rec.first = None
-            # Backends are built and shared on this thread only (an export traces the model other streams run).
-            self._share_backend(rec.segmenter, frame.image.shape[:2])  # type: ignore[arg-type]
-            silent = rec.resume_after is not None and not rec.is_live  # frame k again: already emitted
+            hw = frame.image.shape[:2]
+            if rec.segmenter.has_network and rec.segmenter.input_size(hw) not in self._backends:  # type: ignore[arg-type]
+                # An export traces the model the other streams' steps are running: let them finish first.
+                self._drain()
+            # Backends are built and shared on this thread only.
+            self._share_backend(rec.segmenter, hw)  # type: ignore[arg-type]
+            if rec.restore is not None:
+                rec.segmenter.restore(rec.restore[1])
+                mask, rec.restore = None, None
             rec.state = "running"
         else:
             with rec.lock:
                 pending, rec.reanchor = rec.reanchor, None
             mask = None if pending is None else self._resolve(rec, frame, pending)
-        res = rec.segmenter.step(frame.image, mask)
+        with self._lock:
+            streams = len(self._streams)
+        want = self._intra_threads(rec.segmenter, streams)
+        if want is not None and want != settings.current:
+            self._drain()  # streams came or went: no step runs while the thread counts change
+            settings.apply(want)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._pool_size(rec.segmenter), thread_name_prefix="rtvos-step")
+        rec.job_item, rec.job_silent = item, rec.silent_left > 0  # frames up to k again: already emitted
+        rec.silent_left = max(0, rec.silent_left - 1)
+        rec.job = self._pool.submit(rec.segmenter.step, frame.image, mask)
+        rec.job.add_done_callback(lambda _f: self._wake.set())
+
+    def _drain(self) -> None:
+        with self._lock:
+            jobs = [r.job for r in self._streams.values() if r.job is not None]
+        wait_all(jobs)
+
+    def _collect(self, rec: _Stream) -> SegmentedFrame | None:
+        """The stream's finished step as its next frame (None: a silent re-anchor, or the step failed and the
+        stream ended)."""
+        job, item, silent = cast("Future[StepResult]", rec.job), cast(_Decoded, rec.job_item), rec.job_silent
+        rec.job = rec.job_item = None
+        try:
+            res = job.result()
+        except Exception as err:  # a bad mask, a frame of another size: this stream only
+            self._end(rec, err, "failed")
+            return None
         if silent:
             return None
+        frame = item.frame
         n = rec.next_n
         rec.next_n += 1
         rec.emitted += 1
         stages = {"wait" if rec.is_live else "decode": item.decode_ms, **res.timings_ms}
         return SegmentedFrame(frame_index=n, frame=frame, mask=res.mask, step=res, palette=rec.palette,
                               captured_s=item.captured_s, dropped=item.dropped + rec.pipeline_dropped, stages_ms=stages)
+
+    def snapshot(self, stream_id: str) -> bytes:
+        """The stream's `Segmenter.snapshot` (for ``add(state=...)``). Call it on the iterating thread, right after
+        a result of that stream: the stream's next step has not started then."""
+        with self._lock:
+            rec = self._streams.get(stream_id)
+        if rec is None:
+            raise KeyError(f"no running stream {stream_id!r}")
+        if rec.job is not None or threading.get_ident() != self._model_thread:
+            raise RuntimeError("snapshot() runs on the iterating thread, between a stream's result and its next step")
+        return rec.segmenter.snapshot()
 
     @staticmethod
     def _resolve(rec: _Stream, frame: Frame, given: FirstMask) -> np.ndarray:

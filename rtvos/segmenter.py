@@ -229,6 +229,39 @@ class Segmenter:
     def close(self) -> None:
         self.fields.close()
 
+    def snapshot(self) -> bytes:
+        """The stream's whole state as bytes (scores, appearance model, previous frame, ids): `restore` on a
+        fresh Segmenter of the same settings continues exactly where this one is. A recovered stream that only
+        re-anchors on its last mask loses the soft scores and the learned colours and drifts from the
+        uninterrupted run; this is what makes it continue instead."""
+        import dataclasses
+        import pickle
+
+        st = self.state
+        if st.appearance is not None:
+            AppearanceStage.wait(st.appearance)  # the rebuild running on a worker thread belongs to the state
+        cpu = dataclasses.replace(
+            st, appearance=None if st.appearance is None else dataclasses.replace(st.appearance, pending=None),
+            labels=None if st.labels is None else st.labels.cpu(),
+            prev_embedding=None if st.prev_embedding is None else st.prev_embedding.cpu(),
+            prev_input=None if st.prev_input is None else st.prev_input.cpu())
+        return pickle.dumps(cpu, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def restore(self, blob: bytes) -> None:
+        """Continue from a `snapshot` (bytes this library made: they are unpickled, so never take them from an
+        untrusted party)."""
+        import pickle
+
+        st = pickle.loads(blob)
+        if not isinstance(st, SegmenterState):
+            raise ValueError(f"not a Segmenter snapshot: got {type(st).__name__}")
+        for name in ("labels", "prev_embedding", "prev_input"):
+            t = getattr(st, name)
+            if t is not None:
+                setattr(st, name, t.to(self.device))
+        self.reset()
+        self.state = st
+
     # -- per frame -------------------------------------------------------------------------------------------
     @torch.inference_mode()
     def step(self, frame: np.ndarray, mask: np.ndarray | None = None) -> StepResult:

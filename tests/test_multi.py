@@ -46,8 +46,9 @@ def _stream_threads():
             and (t.name.endswith("-reader") or t.name.endswith("-writer"))]
 
 
-def test_n_streams_equal_n_single_runs_and_share_one_model(net, clips, tmp_path):
-    multi = MultiTracker(net, **OPTS)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_n_streams_equal_n_single_runs_and_share_one_model(net, clips, tmp_path, workers):
+    multi = MultiTracker(net, workers=workers, **OPTS)
     for i, c in enumerate(clips):
         multi.add(f"cam{i}", np.stack(c.frames), mask=c.masks[0], sinks=[MaskSink(tmp_path / f"cam{i}")])
     got: dict[str, list] = {}
@@ -63,11 +64,14 @@ def test_n_streams_equal_n_single_runs_and_share_one_model(net, clips, tmp_path)
         for a, b in zip(ref, mine):
             assert _iou(a.mask, b.mask) >= 0.999, (i, a.frame_index)
         assert sorted(p.name for p in (tmp_path / f"cam{i}").glob("*.png")) == [f"{k:05d}.png" for k in range(12)]
-    # Round-robin: no stream runs ahead of another by more than a frame or two at any point.
+    # Round-robin: with one worker no stream runs ahead of another by more than a frame or two at any point;
+    # with a pool the streams advance at their own step cost, but none waits behind another's second frame.
     for end in range(3, len(order)):
         counts = [order[:end].count(f"cam{i}") for i in range(3)]
-        if min(counts) < 12:
+        if min(counts) < 12 and workers == 1:
             assert max(counts) - min(counts) <= 2, (end, counts)
+        if max(counts) >= 3:
+            assert min(counts) >= 1, (end, counts)
     # One backend per input shape, not per stream: the two 96x128 streams hold the same object.
     segs = [rec.segmenter for rec in multi._ended.values()]
     assert all(s.model is net for s in segs)
@@ -230,13 +234,14 @@ def test_add_remove_cycles_leave_nothing_behind(net, clips):
     t = threading.Thread(target=consume)
     t.start()
     try:
-        base = threading.active_count()
+        base = None
         for i in range(20):
             multi.add(f"s{i}", _slow_frames(a, 0.01), mask=a.masks[0])
             deadline = time.time() + 30
             while f"s{i}" not in seen and time.time() < deadline:
                 time.sleep(0.01)
             multi.remove(f"s{i}")
+            base = base or threading.active_count()  # after the first cycle: the step pool lives while iterating
         assert threading.active_count() <= base and not _stream_threads()
         assert multi.ids() == [] and multi._ended == {} and len(multi._backends) == 1
     finally:
@@ -260,3 +265,56 @@ def test_resume_from_a_checkpoint_whose_objects_were_all_lost(net, clips):
     got = [(r.frame_index, r.mask) for _, r in multi]
     assert [f for f, _ in got] == list(range(6, 12)) and not any(m.any() for _, m in got)
     assert multi.status("r")[0].state == "done"
+
+
+def test_step_pool_size_and_intra_op_threads(net, clips):
+    import cv2
+    import torch
+
+    from rtvos.multi import usable_cores
+
+    a, cores = clips[0], usable_cores()
+    before = (torch.get_num_threads(), cv2.getNumThreads())
+    for n in (1, 2):
+        multi = MultiTracker(net, **OPTS)
+        for i in range(n):
+            multi.add(f"s{i}", np.stack(a.frames[:4]), mask=a.masks[0])
+        seen = []
+        for _sid, _r in multi:
+            pool = multi._pool
+            assert pool is not None and pool._max_workers == cores
+            if len(multi._streams) == n:  # every stream still running
+                seen.append((torch.get_num_threads(), cv2.getNumThreads()))
+        # The cores shared by the steps that can run at once: workers x threads never exceeds them, and a lone
+        # stream gets them all.
+        want = max(1, cores // min(cores, n))
+        assert seen and set(seen) == {(want, want)}, (n, seen)
+        assert (torch.get_num_threads(), cv2.getNumThreads()) == before  # restored when iteration ends
+    with pytest.raises(InputError, match="workers"):
+        MultiTracker(net, workers=0, **OPTS)
+    with pytest.raises(InputError, match="threads"):
+        MultiTracker(net, threads=-1, **OPTS)
+
+
+@pytest.mark.parametrize("model", ["default", "network"])
+def test_resume_from_a_snapshot_continues_exactly(net, clips, model):
+    a = clips[0]
+    m = net if model == "network" else rtvos.load_model("default")  # DIS + the appearance stage
+    opts = OPTS if model == "network" else dict(device="cpu")
+    full = [r.mask for r in rtvos.track(np.stack(a.frames), mask=a.masks[0], model=m, **opts)]
+    multi = MultiTracker(m, **opts)
+    multi.add("r", np.stack(a.frames), mask=a.masks[0], max_frames=6)
+    snaps = {}
+    for sid, r in multi:
+        if r.frame_index in (3, 5):
+            snaps[r.frame_index] = multi.snapshot(sid)
+    with pytest.raises(KeyError):
+        multi.snapshot("r")  # ended
+    for j, k in ((3, 5), (5, 5)):  # a snapshot older than the checkpoint replays frames j+1..k silently
+        multi = MultiTracker(m, **opts)
+        multi.add("r", np.stack(a.frames), mask=full[k], resume_after=k, state=(j, snaps[j]))
+        got = [(r.frame_index, r.mask) for _, r in multi]
+        assert [f for f, _ in got] == list(range(k + 1, 12))
+        assert all(_iou(mask, full[f]) >= 0.999 for f, mask in got), (j, k)
+    with pytest.raises(InputError, match="0 <= j <= k"):
+        MultiTracker(m, **opts).add("r", np.stack(a.frames), mask=full[3], resume_after=3, state=(5, snaps[5]))

@@ -23,11 +23,10 @@ from rtvos.serve.config import StreamSpec  # noqa: E402
 from rtvos.serve.ray_engine import RayEngine, _keep_loopback  # noqa: E402
 
 FRAMES = 60
-# Flow propagation alone: a stream that recovers re-anchors from its checkpointed mask, and the appearance stage's
-# colour model restarts from that mask, so with it a recovered stream drifts a little from an uninterrupted one
-# (IoU 0.89 at the 15th frame after recovery in one run) while the checkpoint itself is exact; the goal checked
-# here is that recovery loses and repeats nothing and continues from the same state.
-OPTS = dict(size=64, backend="eager", device="cpu", appearance="none")
+# The default model (DIS + the appearance stage). A recovered file stream restores the worker's latest Segmenter
+# snapshot and replays the frames after it silently, so it continues from the same state: a re-anchor on the
+# checkpointed mask alone restarts the colour model and drifted to IoU 0.89 within 15 frames here.
+OPTS = dict(size=64, backend="eager", device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -97,12 +96,13 @@ def test_sigkill_of_a_worker_resumes_its_streams_from_the_checkpoint(cluster, tm
         assert pngs == [f"{k:05d}.png" for k in range(FRAMES)], sid
         lines = (tmp_path / f"{sid}.jsonl").read_text().splitlines()
         assert [int(x.split('"frame_index":')[1].split(",")[0]) for x in lines] == list(range(FRAMES)), sid
-    # The 25 frames after the re-anchor follow the uninterrupted run.
+    # The 25 frames after the re-anchor follow the uninterrupted run (the goal is IoU >= 0.9; restored from the
+    # snapshot they are the same masks, which is what 0.999 checks).
     (resumed,) = a["resumed_from"]  # the checkpoint's frame: the last one written before the kill
     assert resumed >= killed_after - 1 and resumed + 25 < FRAMES
     for k in range(resumed + 1, resumed + 26):
         ka, kb = read_mask(tmp_path / "a" / f"{k:05d}.png")[0], read_mask(tmp_path / "b" / f"{k:05d}.png")[0]
-        assert _iou(ka, kb) >= 0.9, k
+        assert _iou(ka, kb) >= 0.999, k
     assert not ray.is_initialized()  # the engine disconnected; the module's cluster is still up for others
 
 

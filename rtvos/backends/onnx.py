@@ -174,11 +174,11 @@ def _resolve_deform(deform: str, providers: Sequence[str]) -> str:
 # -------------------------------------------------------------------------------------------------------------
 # export
 # -------------------------------------------------------------------------------------------------------------
-def _example_inputs(kind: str, size: tuple[int, int], prior: bool = False) -> tuple[Tensor, ...]:
+def _example_inputs(kind: str, size: tuple[int, int], prior: bool = False, batch: int = 1) -> tuple[Tensor, ...]:
     h, w = size
-    x = torch.rand(1, 3, h, w)
-    emb = torch.rand(1, EMB_CHANNELS, h // STRIDE, w // STRIDE)
-    extra = (torch.randn(1, 2, h // STRIDE, w // STRIDE),) if prior else ()
+    x = torch.rand(batch, 3, h, w)
+    emb = torch.rand(batch, EMB_CHANNELS, h // STRIDE, w // STRIDE)
+    extra = (torch.randn(batch, 2, h // STRIDE, w // STRIDE),) if prior else ()
     if kind == "embed":
         return (x,)
     if kind == "match":
@@ -215,8 +215,11 @@ def export_onnx(
     deform: str = "deformconv",
     precision: str = "fp32",
     cache: Path | None = None,
+    batch: int = 1,
 ) -> Path:
-    """Export (or reuse from cache) the `kind` graph ("step" or "embed") and return the .onnx path.
+    """Export (or reuse from cache) the `kind` graph ("step" or "embed") and return the .onnx path. Graphs have a
+    fixed batch (``batch`` frames; `rtvos.batching` runs several streams' frames as one forward); exports are
+    keyed by shape and batch.
 
     The file is validated with `onnx.checker` before it is moved into the cache, so a cached file is valid.
     """
@@ -227,15 +230,17 @@ def export_onnx(
     if deform not in ("deformconv", "gridsample"):
         raise ValueError(f"deform must be 'deformconv' or 'gridsample' here (resolve 'auto' first), got {deform!r}")
     check_precision(precision)
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be an integer >= 1, got {batch!r}")
     size = (int(size[0]), int(size[1]))
+    shape = f"{size[0]}x{size[1]}" + (f"b{batch}" if batch > 1 else "")  # batch 1 keeps its old cache names
     key = hashlib.sha256(
         "|".join(
-            [model_hash(model), kind, f"{size[0]}x{size[1]}", deform, precision, str(OPSET), torch.__version__,
-             _EXPORT_VERSION]
+            [model_hash(model), kind, shape, deform, precision, str(OPSET), torch.__version__, _EXPORT_VERSION]
         ).encode()
     ).hexdigest()[:20]
     out_dir = cache or cache_dir()
-    path = out_dir / f"{kind}-{size[0]}x{size[1]}-{deform}-{precision}-{key}.onnx"
+    path = out_dir / f"{kind}-{shape}-{deform}-{precision}-{key}.onnx"
     if path.is_file():
         return path
 
@@ -245,7 +250,7 @@ def export_onnx(
     cpu_model = model if device.type == "cpu" else _cpu_copy(model)
     modules = {"step": StepModule, "embed": EmbedModule, "match": MatchModule}
     module: nn.Module = modules[kind](cpu_model)
-    args = _example_inputs(kind, size, model.uses_prior)
+    args = _example_inputs(kind, size, model.uses_prior, batch)
     in_names, out_names = _IO_NAMES[kind]
     in_names = in_names + (["prior"] if model.uses_prior and kind != "embed" else [])
     try:
@@ -343,6 +348,7 @@ class OnnxBackend(Backend):
         # 2-core machine they made steps several times slower. Sleep between ops instead.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        self.session_options, self.cache = opts, cache  # what a batch-N session of this backend is built with
         self.sessions = {}
         for kind, p in self.paths.items():
             try:
@@ -358,7 +364,9 @@ class OnnxBackend(Backend):
         self._ort = ort
 
     def _run(self, kind: str, feeds: dict[str, Tensor]) -> list[Tensor]:
-        sess = self.sessions[kind]
+        return self._run_session(self.sessions[kind], feeds)
+
+    def _run_session(self, sess: Any, feeds: dict[str, Tensor]) -> list[Tensor]:
         if self.device.type == "cpu":
             outs = sess.run(None, {k: v.detach().contiguous().numpy() for k, v in feeds.items()})
             return [torch.from_numpy(o) for o in outs]

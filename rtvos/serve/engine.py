@@ -80,13 +80,14 @@ class LocalEngine:
     name = "local"
 
     def __init__(self, model: Any = "default", *, size: int | None = None, backend: str = "auto",
-                 device: str = "auto", hub: Any = None) -> None:
+                 device: str = "auto", hub: Any = None, threads: int | None = None) -> None:
         from ..multi import MultiTracker, StreamStatus
 
         self.hub = hub
         self._until_done = False
+        # threads: intra-op threads per step of the shared pool (None: cores // workers).
         self.multi = MultiTracker(model, size=size, backend=backend, device=device, keep_alive=True,
-                                  on_end=self._on_end)
+                                  on_end=self._on_end, threads=threads)
         self.ended: list[StreamStatus] = []
 
     def add(self, spec: StreamSpec) -> dict[str, Any]:

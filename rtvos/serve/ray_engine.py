@@ -6,8 +6,10 @@ streams assigned to it (sticky: a stream stays on its actor) and hands back each
 process) runs every stream's sinks and, after a frame is written, keeps its checkpoint: the frame number, the
 mask as COCO RLE per object, the object ids (a few KB). When a worker process dies, Ray restarts the actor and
 the driver re-adds its streams from their checkpoints: a file stream continues at the frame after the last one
-written, re-anchored on that frame's mask (every frame's PNG exactly once); a live stream anchors its next frame
-on the last mask and counts the frames it missed meanwhile as dropped. Streams on other actors never notice.
+written (every frame's PNG exactly once), from the worker's latest Segmenter snapshot (sent every
+`StreamWorker.SNAPSHOT_EVERY` frames; the frames after it are stepped again, silently), so its masks are the
+uninterrupted run's; a live stream anchors its next frame on the last mask and counts the frames it missed
+meanwhile as dropped. Streams on other actors never notice.
 """
 
 from __future__ import annotations
@@ -37,13 +39,18 @@ log = logging.getLogger("rtvos")
 
 #: What every actor process gets in its environment: sleeping OpenMP workers (N actors share the cores).
 WORKER_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+#: Ray settings of this process (and of a local cluster it starts), unless set already: a call to a worker that
+#: died fails after Ray has waited this long for the death to be recorded (default 1000 ms). Recovery of a
+#: SIGKILLed worker began ~1.5 s after the kill with the default, 0.1-0.9 s with this (benchmarks/bench_multi.py
+#: recovery).
+RAY_ENV = {"RAY_timeout_ms_task_wait_for_death_info": "100"}
 
 
 @dataclass
 class Checkpoint:
     """The last frame the driver wrote for a stream: enough to re-anchor it on a fresh actor."""
 
-    frame: int
+    frame_index: int
     ids: tuple[int, ...]
     rle: dict[str, Any]  # object id → COCO RLE of its mask
     size: tuple[int, int]
@@ -57,6 +64,18 @@ class Checkpoint:
         for i, r in self.rle.items():
             out[rle_decode(r).astype(bool)] = int(i)
         return out
+
+
+def _process_age_s() -> float:
+    """Seconds since this process started (Linux; 0 elsewhere)."""
+    try:
+        from pathlib import Path
+
+        stat = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        start = int(stat[19]) / os.sysconf("SC_CLK_TCK")  # field 22: start time, clock ticks after boot
+        return max(0.0, float(Path("/proc/uptime").read_text().split()[0]) - start)
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 class WorkerRestarting(RuntimeError):
@@ -81,16 +100,29 @@ class StreamWorker:
     """The Ray actor: a `MultiTracker` over its streams, no sinks; the driver polls it for finished frames."""
 
     QUEUE = 32  # frames held for the driver before the model waits (backpressure)
+    #: A file stream's whole Segmenter state goes to the driver every this many frames (7.5 MB for one object at
+    #: 640x480: ~0.3 MB a frame on average, about one mask's worth): a restart replays at most this many frames from it, silently, and then
+    #: continues exactly as the uninterrupted run would (a mask alone loses the scores and learned colours).
+    SNAPSHOT_EVERY = 25
 
     def __init__(self, model_opts: dict[str, Any]) -> None:
+        t0 = time.perf_counter()
         from ..multi import MultiTracker
 
         self._out: deque[dict[str, Any]] = deque()
         self._cond = threading.Condition()
         self._images: dict[str, bool] = {}
+        self._snapshots: dict[str, bool] = {}  # file streams: their state can be replayed after a restart
         self.multi = MultiTracker(keep_alive=True, on_end=self._on_end, **model_opts)
         self._thread = threading.Thread(target=self._loop, name="rtvos-worker", daemon=True)
         self._thread.start()
+        #: where a (re)start's time goes, for the recovery benchmark: process age when __init__ began (Ray's
+        #: worker start and its imports), then __init__ itself (rtvos imports, model load).
+        self.started = {"process_s": round(_process_age_s() - (time.perf_counter() - t0), 3),
+                        "init_s": round(time.perf_counter() - t0, 3)}
+
+    def timings(self) -> dict[str, float]:
+        return dict(self.started)
 
     def pid(self) -> int:
         return os.getpid()
@@ -101,15 +133,20 @@ class StreamWorker:
 
         return str(ray.get_runtime_context().get_node_id())
 
-    def add(self, spec_json: dict[str, Any], mask: np.ndarray | None, resume: int | None, image: bool) -> dict[str, Any]:
-        """Start a stream; returns what the driver's sinks need (name, fps, size, live)."""
+    def add(self, spec_json: dict[str, Any], mask: np.ndarray | None, resume: int | None, image: bool,
+            state: tuple[int, bytes] | None = None) -> dict[str, Any]:
+        """Start a stream (``state``: `MultiTracker.add`'s); returns what the driver's sinks need (name, fps, size,
+        live)."""
+        t0 = time.perf_counter()
         spec = StreamSpec.model_validate(spec_json)
         self._images[spec.id] = image
         self.multi.add(spec.id, source_of(spec), mask=mask, boxes=None if mask is not None else spec.all_boxes_xyxy or None,
                        points=None if mask is not None else spec.points or None, max_frames=spec.max_frames,
-                       policy=spec.policy, transport=spec.transport, pace=spec.pace, resume_after=resume)
+                       policy=spec.policy, transport=spec.transport, pace=spec.pace, resume_after=resume, state=state)
         src = self.multi.source(spec.id)
-        return {"name": str(src.name), "fps": float(src.fps or 25.0), "size": list(src.size), "live": bool(src.is_live)}
+        self._snapshots[spec.id] = not src.is_live
+        return {"name": str(src.name), "fps": float(src.fps or 25.0), "size": list(src.size), "live": bool(src.is_live),
+                "add_s": round(time.perf_counter() - t0, 3)}
 
     def remove(self, stream_id: str) -> None:
         self.multi.remove(stream_id)
@@ -144,6 +181,11 @@ class StreamWorker:
             self._push({"id": sid, "frame_index": r.frame_index, "source_index": r.source_index, "pts": r.pts_s, "captured": r.captured_s,
                         "mask": r.mask, "ids": r.ids, "anchored": r.anchored, "timings": r.timings_ms,
                         "dropped": r.dropped, "image": r.image if self._images.get(sid) else None}, wait=True)
+            if self._snapshots.get(sid) and r.frame_index % self.SNAPSHOT_EVERY == 0:
+                try:  # here, between this stream's result and its next step (MultiTracker.snapshot's rule)
+                    self._push({"id": sid, "frame_index": r.frame_index, "state": self.multi.snapshot(sid)}, wait=True)
+                except KeyError:  # the stream ended with this frame
+                    pass
 
 
 @dataclass
@@ -156,6 +198,7 @@ class _DriverStream:
     info: dict[str, Any] = field(default_factory=dict)
     opened: bool = False
     checkpoint: Checkpoint | None = None
+    snapshot: tuple[int, bytes] | None = None  # the worker's latest Segmenter state (frame, bytes), file streams
     state: str = "starting"
     error: str | None = None
     frames: int = 0
@@ -164,6 +207,9 @@ class _DriverStream:
     dropped_now: int = 0
     failed_at: float | None = None
     recoveries_s: list[float] = field(default_factory=list)  # failure seen → next frame written, per restart
+    # per restart, perf_counter marks: failure seen, stream re-added on the restarted actor, next frame written
+    recovery_marks: list[tuple[float, float, float]] = field(default_factory=list)
+    restarted_at: float | None = None
     resumed_from: list[int] = field(default_factory=list)  # the checkpoint frame of each restart (-1: none yet)
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=512))
     recent: deque[float] = field(default_factory=lambda: deque(maxlen=64))
@@ -194,6 +240,9 @@ class RayEngine:
         if not ray.is_initialized():
             import signal
 
+            for k, v in RAY_ENV.items():  # read by ray.init (the driver's core worker, a local cluster's processes)
+                os.environ.setdefault(k, v)
+
             # ray.init replaces the driver's SIGTERM handler with sys.exit; the CLI's (SIGTERM = Ctrl-C: flush
             # every stream, print the summary, exit 0) is put back.
             main = threading.current_thread() is threading.main_thread()
@@ -210,7 +259,12 @@ class RayEngine:
             self._owns_ray = True
         actor = ray.remote(StreamWorker).options(num_cpus=worker_cpus, max_restarts=-1, max_task_retries=0,
                                                  max_concurrency=4)
-        opts = {"model": model, "size": size, "backend": backend, "device": device, "appearance": appearance}
+        # Each actor's step pool and intra-op threads fit the CPUs it reserves, not the machine's: N actors on one
+        # machine would otherwise each size for all its cores and oversubscribe them (4 streams on 2 actors on
+        # 2 cores: 30 fps with 2 workers x 1 thread per actor, against 50 fps with one actor).
+        cpus = max(1, int(worker_cpus))
+        opts = {"model": model, "size": size, "backend": backend, "device": device, "appearance": appearance,
+                "workers": cpus, "threads": cpus}
         self.actors: list[Any] = [actor.remote(opts) for _ in range(workers)]
         self.keep_frame_numbers = keep_frame_numbers
         self.streams: dict[str, _DriverStream] = {}
@@ -242,8 +296,9 @@ class RayEngine:
         ray = self._ray
         image = any(getattr(s, "kind", None) == "overlay" for s in rec.sinks)
         mask = rec.mask if resume is None else resume.mask()
-        ref = self.actors[rec.actor].add.remote(rec.spec.model_dump(), mask, None if resume is None else resume.frame,
-                                                image)
+        state = rec.snapshot if resume is not None and rec.snapshot and rec.snapshot[0] <= resume.frame_index else None
+        ref = self.actors[rec.actor].add.remote(rec.spec.model_dump(), mask, None if resume is None else resume.frame_index,
+                                                image, state)
         try:
             return dict(ray.get(ref, timeout=120))
         except ray.exceptions.RayActorError as err:
@@ -297,7 +352,7 @@ class RayEngine:
 
         return {"id": r.spec.id, "source": redact_url(str(r.info.get("name", r.spec.source))), "state": r.state,
                 "live": bool(r.info.get("live", False)), "frames": r.frames,
-                "last_frame": None if r.checkpoint is None else r.checkpoint.frame,
+                "last_frame": None if r.checkpoint is None else r.checkpoint.frame_index,
                 "fps": None if fps is None else round(fps, 2), "latency_p50_ms": q(50), "latency_p95_ms": q(95),
                 "step_p50_ms": None, "dropped": r.dropped_base + r.dropped_now, "reconnects": 0,
                 "restarts": r.restarts, "worker": r.actor, "recovery_s": [round(x, 3) for x in r.recoveries_s],
@@ -354,7 +409,7 @@ class RayEngine:
                     type(err).__name__, len(mine))
         for rec in mine:
             rec.state, rec.failed_at = "restarting", failed_at
-            rec.resumed_from.append(-1 if rec.checkpoint is None else rec.checkpoint.frame)
+            rec.resumed_from.append(-1 if rec.checkpoint is None else rec.checkpoint.frame_index)
             rec.restarts += 1
             rec.dropped_base += rec.dropped_now
             rec.dropped_now = 0
@@ -371,7 +426,7 @@ class RayEngine:
                     self._close_sinks(rec)
                     break
             if rec.state == "restarting":
-                rec.state = "running"
+                rec.state, rec.restarted_at = "running", time.perf_counter()
                 if rec.info.get("live"):  # frames a camera sent while no worker was reading it
                     rec.dropped_base += int(round((time.perf_counter() - failed_at) * float(rec.info.get("fps", 0))))
 
@@ -386,6 +441,9 @@ class RayEngine:
             if rec.error:
                 log.error("stream %s failed: %s", rec.spec.id, rec.error)
             self._close_sinks(rec)
+            return
+        if "state" in item:  # after its frame's item: that frame is written, so the state is never ahead of it
+            rec.snapshot = (int(item["frame_index"]), item["state"])
             return
         if not rec.opened:
             h, w = rec.info.get("size") or item["mask"].shape
@@ -435,6 +493,7 @@ class RayEngine:
             rec.frame_numbers.append(item["frame_index"])
         if rec.failed_at is not None:
             rec.recoveries_s.append(now - rec.failed_at)
+            rec.recovery_marks.append((rec.failed_at, rec.restarted_at or now, now))
             rec.failed_at = None
         if self._on_frame is not None:
             self._on_frame(rec.spec.id, rec.latencies[-1])
