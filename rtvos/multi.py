@@ -40,10 +40,11 @@ import numpy as np
 from .common import one_line
 from .io.base import Frame, FrameSource, InputError
 from .io.masks import DAVIS_PALETTE, check_mask_size
-from .io.sinks import SegmentedFrame, Sink, StopPipeline, StreamInfo, close_sinks
-from .pipeline import FirstMask, RunStats
+from .io.sinks import SegmentedFrame, Sink, StreamInfo
+from .pipeline import FirstMask
 from .results import Result
 from .segmenter import Segmenter, StepResult
+from .sinkwriter import RunStats, SinkWriter
 from .stats import Timer
 from .track import MaskLike, SourceLike, _first_mask, _open, _segmenter
 
@@ -119,7 +120,6 @@ class _Stream:
         self.emitted = 0
         self.stats = RunStats(stats_capacity)
         self.inq: queue.Queue[_Decoded | _End] = queue.Queue(maxsize=1 if drop_stale else 4)
-        self.outq: queue.Queue[SegmentedFrame | None] = queue.Queue(maxsize=8)
         self.state = "starting"
         self.error: str | None = None
         self.pipeline_dropped = 0
@@ -128,7 +128,6 @@ class _Stream:
         self.stop_reader = threading.Event()
         self.remove_requested = False
         self.finished = threading.Event()
-        self.writer_error: BaseException | None = None
         self.writer_stop: str | None = None  # a sink raised StopPipeline
         self.reanchor: FirstMask | None = None
         self.job: Future[StepResult] | None = None  # the step in flight on the worker pool (at most one)
@@ -136,9 +135,10 @@ class _Stream:
         self.job_silent = False  # a resumed file's frames up to its checkpoint: stepped again, not emitted
         self.lock = threading.Lock()
         self._on_frame = on_frame
-        self._opened: list[Sink] = []
         self.reader = threading.Thread(target=self._read_loop, name=f"rtvos-{sid}-reader", daemon=True)
-        self.writer = threading.Thread(target=self._write_loop, name=f"rtvos-{sid}-writer", daemon=True)
+        # The same writer as `rtvos.track`: the sinks on their own thread behind a bounded queue, first error kept.
+        self.writer = SinkWriter(self.sinks, self.stats, on_stop=self._sink_stopped, on_error=on_frame,
+                                 name=f"rtvos-{sid}-writer")
 
     # -- reader thread ---------------------------------------------------------------------------------------
     def _read_loop(self) -> None:
@@ -214,47 +214,20 @@ class _Stream:
                         pass
         self._on_frame()
 
-    # -- writer thread ---------------------------------------------------------------------------------------
-    def _write_loop(self) -> None:
-        try:
-            info = StreamInfo(name=str(self.source.name), fps=float(self.source.fps or 25.0),
-                              size=tuple(self.source.size), is_live=self.is_live, palette=self.palette)  # type: ignore[arg-type]
-            for sink in self.sinks:
-                sink.open(info)
-                self._opened.append(sink)
-            active = [s for s in self._opened if not s.runs_last]
-            last = [s for s in self._opened if s.runs_last]
-            while (item := self.outq.get()) is not None:
-                if self.writer_error is not None:
-                    continue  # drain: the stream is ending
-                item.live = self.stats.live()
-                for sink in list(active):
-                    try:
-                        sink.write(item)
-                    except StopPipeline as stop:
-                        active.remove(sink)
-                        self.writer_stop = str(stop) or f"{sink.name} asked to stop"
-                item.output_s = time.time()
-                for sink in last:
-                    sink.write(item)
-                self.stats.record(item)
-        except BaseException as err:
-            self.writer_error = err
-            while self.outq.get() is not None:  # keep the model thread's puts from blocking
-                pass
-        finally:
-            closing = close_sinks(self._opened)
-            if self.writer_error is None:
-                self.writer_error = closing
+    # -- writer --------------------------------------------------------------------------------------------------
+    def open_sinks(self) -> None:
+        """Open the stream's sinks (on its writer thread) before any frame is read: a bad output fails the add."""
+        self.writer.open(StreamInfo(name=str(self.source.name), fps=float(self.source.fps or 25.0),
+                                    size=tuple(self.source.size), is_live=self.is_live,  # type: ignore[arg-type]
+                                    palette=self.palette))
 
-    def put_output(self, item: SegmentedFrame) -> None:
-        while True:
-            try:
-                self.outq.put(item, timeout=0.05)
-                return
-            except queue.Full:
-                if not self.writer.is_alive():
-                    return
+    @property
+    def writer_error(self) -> BaseException | None:
+        return self.writer.error
+
+    def _sink_stopped(self, reason: str) -> None:
+        self.writer_stop = reason
+        self._on_frame()
 
     def finish(self, error: BaseException | None, state: str) -> None:
         """Stop the reader, flush and close the sinks, set the final state (idempotent; model thread only)."""
@@ -272,10 +245,8 @@ class _Stream:
             except queue.Empty:
                 pass
         _close_quietly(self.source)
-        if self.writer.is_alive():
-            self.outq.put(None)
-            self.writer.join()
-        error = error or self.writer_error
+        self.writer.finish()
+        error = error or self.writer.error
         if error is not None:
             self.state, self.error = "failed", one_line(error)
             log.error("stream %s failed: %s", self.id, self.error)
@@ -283,15 +254,13 @@ class _Stream:
             self.state = state
         self.segmenter.reset()  # drop the per-stream arrays now; the record itself may be kept for status
         self.segmenter.close()
-        self.sinks, self._opened, self.first, self.reanchor, self.restore = [], [], None, None, None
+        self.sinks, self.first, self.reanchor, self.restore = [], None, None, None
         self.finished.set()
 
     def status(self) -> StreamStatus:
         live = self.stats.live(max_age_s=0.0)
-        with self.stats._lock:
-            p50, p95 = self.stats.latency_ms.percentile(50), self.stats.latency_ms.percentile(95)
-            s50 = self.stats.step_ms.percentile(50)
-            frames = self.stats.frames
+        figures = self.stats.figures()
+        p50, p95, s50, frames = (figures[k] for k in ("latency_p50_ms", "latency_p95_ms", "step_p50_ms", "frames"))
         from .io.live import redact_url
 
         return StreamStatus(
@@ -434,6 +403,7 @@ class MultiTracker:
             first, own_palette = _first_mask(mask, boxes, points)
         pal = own_palette if palette is None else np.asarray(palette, dtype=np.uint8)
         src = _open(source, bgr=bgr, fps=fps, policy=policy, transport=transport)
+        rec: _Stream | None = None
         try:
             if isinstance(first, np.ndarray) and src.size[0] > 0:
                 check_mask_size(first, src.size, "mask", str(src.name))
@@ -444,11 +414,17 @@ class MultiTracker:
             rec = _Stream(sid, src, seg, sinks, first, pal, max_frames=max_frames, drop_stale=drop,
                           resume_after=resume_after, stats_capacity=self.stats_capacity, on_frame=self._wake.set,
                           pace=pace, restore=state)
+            rec.open_sinks()
         except BaseException:
+            if rec is not None:
+                rec.writer.finish()
+                rec.segmenter.close()
             src.close()
             raise
         with self._lock:
             if sid in self._streams:
+                rec.writer.finish()
+                rec.segmenter.close()
                 src.close()
                 raise InputError(f"stream {sid!r} already exists")
             if not self._iterating and src.size[0] > 0:
@@ -459,13 +435,13 @@ class MultiTracker:
                     settings.apply(self._intra_threads(seg, len(self._streams) + 1))
                     self._share_backend(seg, tuple(src.size))  # type: ignore[arg-type]
                 except BaseException:
+                    rec.writer.finish()
                     src.close()
                     raise
                 finally:
                     settings.restore()
             self._ended.pop(sid, None)
             self._streams[sid] = rec
-        rec.writer.start()
         rec.reader.start()
         self._wake.set()
 
@@ -640,7 +616,7 @@ class MultiTracker:
                     progressed = True
                     out = self._collect(rec)
                     if out is not None:
-                        rec.put_output(out)
+                        rec.writer.put(out)
                         yield rec.id, Result(out)
                         if rec.max_frames is not None and rec.emitted >= rec.max_frames:
                             self._end(rec, None, "done")

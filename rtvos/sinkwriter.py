@@ -129,7 +129,8 @@ class SinkWriter:
 
     def __init__(self, sinks: Sequence[Sink], stats: RunStats, *, on_stop: Callable[[str], None],
                  on_error: Callable[[], None] = lambda: None,
-                 queue_size: int = 8, threaded: bool = True, poll_s: float = 0.1) -> None:
+                 queue_size: int = 8, threaded: bool = True, poll_s: float = 0.1,
+                 name: str = "rtvos-writer") -> None:
         self.sinks = list(sinks)
         self.stats = stats
         self.threaded = threaded
@@ -145,7 +146,7 @@ class SinkWriter:
         self._active: list[Sink] = []  # written in order ...
         self._last: list[Sink] = []  # ... then these (runs_last: they see every other sink's time)
         self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="rtvos-writer", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._closed = False
         self._info: StreamInfo | None = None
 

@@ -12,7 +12,7 @@ import rtvos
 from rtvos.data.synthetic import make_synthetic_clip
 from rtvos.io import InputError
 from rtvos.io.base import Frame, FrameSourceBase
-from rtvos.io.sinks import JsonlSink, MaskSink
+from rtvos.io.sinks import JsonlSink, MaskSink, Sink
 from rtvos.multi import MultiTracker
 
 OPTS = dict(size=64, backend="eager", device="cpu")
@@ -170,6 +170,35 @@ def test_bad_source_fails_its_stream_with_one_line_and_the_others_continue(net, 
     assert "frame 3" in st["bad"].error and "\n" not in st["bad"].error
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == [f"stream bad failed: {st['bad'].error}"]
+
+
+class _RefusingSink(Sink):
+    """An output that cannot open (a full disk, a folder it may not write)."""
+
+    closed = 0
+
+    def open(self, info):
+        raise InputError(f"cannot write to /nowhere for {info.name}")
+
+    def write(self, item):
+        raise AssertionError("never opened, never written")
+
+    def close(self):
+        type(self).closed += 1
+
+
+def test_an_output_that_cannot_open_fails_the_add_and_leaves_nothing(net, clips):
+    """Sinks open at add (the writer is rtvos.track's SinkWriter): a bad output is one line there, not a stream
+    that fails later; the source, threads and the stream's record are released, and the others run on."""
+    a, b = clips[0], clips[1]
+    multi = MultiTracker(net, **OPTS)
+    multi.add("good", np.stack(b.frames), mask=b.masks[0])
+    with pytest.raises(InputError, match="cannot write to /nowhere"):
+        multi.add("bad", np.stack(a.frames), mask=a.masks[0], sinks=[_RefusingSink()])
+    assert multi.ids() == ["good"] and _RefusingSink.closed == 0
+    assert [sid for sid, _ in multi] == ["good"] * len(b.frames)
+    multi.close()
+    assert not _stream_threads()
 
 
 def test_misuse_raises_at_add(net, clips, tmp_path):
