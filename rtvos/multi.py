@@ -40,6 +40,7 @@ import numpy as np
 from .common import one_line
 from .io.base import Frame, FrameSource, InputError
 from .io.masks import DAVIS_PALETTE, check_mask_size
+from .io.pace import PacedSource
 from .io.sinks import SegmentedFrame, Sink, StreamInfo
 from .pipeline import FirstMask
 from .results import Result
@@ -110,7 +111,8 @@ class _Stream:
         self.is_live = bool(source.is_live)
         self.drop_stale = drop_stale
         self.resume_after = resume_after
-        self.pace = pace and not self.is_live
+        if pace and not self.is_live:  # frames up to a resumed stream's checkpoint are replayed, not paced
+            self.source = PacedSource(source, unpaced=0 if resume_after is None else resume_after + 1)
         # A file resumed from a Segmenter snapshot of frame j <= k (k = resume_after): frames j+1..k are stepped
         # again, silently, from the snapshot, so frame k+1 continues the uninterrupted run's state exactly.
         self.restore = None if self.is_live or resume_after is None else restore
@@ -150,8 +152,6 @@ class _Stream:
             skip = 0 if self.is_live or self.resume_after is None else (
                 self.resume_after if self.restore is None else self.restore[0] + 1)
             read = 0
-            t0: float | None = None
-            fps = float(self.source.fps or 25.0)
             resumed = 0 if self.resume_after is None else self.resume_after + 1
             limit = None if self.drop_stale or self.max_frames is None else self.max_frames + resumed
             while not self.stop_reader.is_set() and (limit is None or read < limit):
@@ -164,14 +164,7 @@ class _Stream:
                 if skip:  # resuming a file: frames before the checkpoint's were already emitted
                     skip -= 1
                     continue
-                decode_ms = clock.lap("decode")
-                # A file replayed as a camera: frame i is "captured" i / fps after the start. Frames up to a resumed
-                # stream's checkpoint are stepped again without being emitted: they are not paced.
-                if self.pace and (self.resume_after is None or read - 1 > self.resume_after):
-                    t0 = t0 if t0 is not None else time.perf_counter() - (read - 1) / fps
-                    wait = t0 + (read - 1) / fps - time.perf_counter()
-                    if wait > 0 and self.stop_reader.wait(wait):
-                        break
+                decode_ms = clock.lap("decode")  # a paced file: the wait for the frame's time, as for a camera
                 st = self._source_stats()
                 self.reconnects, self.source_dropped = st["reconnects"], st["dropped"]
                 captured = time.time() if frame.captured_s is None else float(frame.captured_s)

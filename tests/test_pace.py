@@ -41,6 +41,22 @@ def test_a_paced_file_takes_its_duration():
     assert (src.name, src.fps, src.is_live, src.num_frames) == ("frames", fps, False, n)
 
 
+def test_unpaced_frames_catch_up_then_the_clock_starts():
+    """A stream resumed at frame k replays frames 0..k at decode speed, then plays on in real time."""
+    n, fps, unpaced = 12, 20.0, 6
+    t0 = time.perf_counter()
+    got = []
+    for f in PacedSource(ArraySource(_frames(n), fps=fps), unpaced=unpaced):
+        got.append((f.source_index, time.perf_counter() - t0))
+    assert [k for k, _ in got] == list(range(n))
+    assert got[unpaced][1] < 0.5 * unpaced / fps  # frames 0..unpaced-1 did not wait (paced: 0.3 s)
+    paced_span = got[-1][1] - got[unpaced][1]
+    assert paced_span >= 0.7 * (n - 1 - unpaced) / fps, paced_span  # the clock runs from frame `unpaced` on
+    assert got[-1][1] < 0.7 * (n - 1) / fps  # ... not from frame 0
+    with pytest.raises(ValueError, match="unpaced"):
+        PacedSource(ArraySource(_frames(1), fps=fps), unpaced=-1)
+
+
 def test_track_paces_on_request_only():
     n, fps = 10, 25.0
     clip = make_synthetic_clip(num_frames=n, height=48, width=64, seed=1)

@@ -20,10 +20,15 @@ __all__ = ["PacedSource", "paced"]
 
 
 class PacedSource(FrameSourceBase):
-    """``source``'s frames no faster than its frame rate; `close` wakes a waiting reader at once."""
+    """``source``'s frames no faster than its frame rate; `close` wakes a waiting reader at once. The first
+    ``unpaced`` frames pass at decode speed and the clock starts at the next one (a stream resumed at frame k
+    catches up to it first, then plays on in real time)."""
 
-    def __init__(self, source: FrameSource) -> None:
+    def __init__(self, source: FrameSource, *, unpaced: int = 0) -> None:
+        if unpaced < 0:
+            raise ValueError(f"unpaced must be >= 0, got {unpaced}")
         self.source = source
+        self.unpaced = unpaced
         self._closed = threading.Event()
 
     # The wrapped source's metadata, read through (a stream learns its size on the first frame).
@@ -52,13 +57,17 @@ class PacedSource(FrameSourceBase):
         start: float | None = None
         first_pts: float | None = None
         for k, frame in enumerate(self.source):
+            if k < self.unpaced:
+                self._frames_out += 1
+                yield frame
+                continue
             now = time.perf_counter()
             if start is None:
                 start, first_pts = now, frame.pts_s
             if frame.pts_s is not None and first_pts is not None:
                 due = start + max(0.0, frame.pts_s - first_pts)
             else:
-                due = start + k * period
+                due = start + (k - self.unpaced) * period
             if due > now and self._closed.wait(due - now):
                 return
             self._frames_out += 1
