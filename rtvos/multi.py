@@ -39,6 +39,7 @@ import numpy as np
 
 from .common import one_line
 from .io.base import Frame, FrameSource, InputError
+from .io.live import LiveSource, redact_url
 from .io.masks import DAVIS_PALETTE, check_mask_size
 from .io.pace import PacedSource
 from .io.sinks import SegmentedFrame, Sink, StreamInfo
@@ -98,7 +99,7 @@ class _Stream:
     """Everything one stream owns: source, prompt, sinks, Segmenter (its state), queues, threads and counters."""
 
     def __init__(self, sid: str, source: FrameSource, segmenter: Segmenter, sinks: Sequence[Sink], first: FirstMask,
-                 palette: np.ndarray, *, max_frames: int | None, drop_stale: bool, resume_after: int | None,
+                 palette: np.ndarray, *, max_frames: int | None, resume_after: int | None,
                  stats_capacity: int, on_frame: Callable[[], None], pace: bool = False,
                  restore: tuple[int, bytes] | None = None) -> None:
         self.id = sid
@@ -109,7 +110,6 @@ class _Stream:
         self.palette = palette
         self.max_frames = max_frames
         self.is_live = bool(source.is_live)
-        self.drop_stale = drop_stale
         self.resume_after = resume_after
         if pace and not self.is_live:  # frames up to a resumed stream's checkpoint are replayed, not paced
             self.source = PacedSource(source, unpaced=0 if resume_after is None else resume_after + 1)
@@ -121,10 +121,14 @@ class _Stream:
         self.next_n = 0 if resume_after is None else resume_after + 1
         self.emitted = 0
         self.stats = RunStats(stats_capacity)
-        self.inq: queue.Queue[_Decoded | _End] = queue.Queue(maxsize=1 if drop_stale else 4)
+        # A LiveSource keeps its newest frame itself (its policy is the one place that drops frames and counts
+        # the drops): the loop polls it, woken by the source on each frame. Files and other sources are read
+        # ahead on the stream's reader thread into a small queue.
+        self.polled = self.is_live and isinstance(source, LiveSource)
+        self.inq: queue.Queue[_Decoded | _End] = queue.Queue(maxsize=4)
+        self.ready_ns = time.perf_counter_ns()  # when the model was last free for this stream (a live frame's wait)
         self.state = "starting"
         self.error: str | None = None
-        self.pipeline_dropped = 0
         self.reconnects = 0
         self.source_dropped = 0
         self.stop_reader = threading.Event()
@@ -153,7 +157,7 @@ class _Stream:
                 self.resume_after if self.restore is None else self.restore[0] + 1)
             read = 0
             resumed = 0 if self.resume_after is None else self.resume_after + 1
-            limit = None if self.drop_stale or self.max_frames is None else self.max_frames + resumed
+            limit = None if self.is_live or self.max_frames is None else self.max_frames + resumed
             while not self.stop_reader.is_set() and (limit is None or read < limit):
                 clock.start()
                 try:
@@ -192,20 +196,32 @@ class _Stream:
             if self.stop_reader.is_set() and isinstance(item, _Decoded):
                 return
             try:
-                if self.drop_stale:
-                    self.inq.put_nowait(item)
-                else:
-                    self.inq.put(item, timeout=0.05)
+                self.inq.put(item, timeout=0.05)
                 break
             except queue.Full:
-                if self.drop_stale:
-                    try:  # latest-frame policy: the frame the model has not taken yet is replaced
-                        old = self.inq.get_nowait()
-                        if isinstance(old, _Decoded):
-                            self.pipeline_dropped += 1
-                    except queue.Empty:
-                        pass
+                continue
         self._on_frame()
+
+    def take(self) -> _Decoded | _End | None:
+        """The stream's next frame for the model, or None when none is ready (never blocks)."""
+        if not self.polled:
+            try:
+                return self.inq.get_nowait()
+            except queue.Empty:
+                return None
+        try:
+            frame = cast(LiveSource, self.source).poll()
+        except StopIteration:
+            return _End()
+        except BaseException as err:  # the camera was lost for good: this stream's error
+            return _End(error=err)
+        if frame is None:
+            return None
+        wait_ms = (time.perf_counter_ns() - self.ready_ns) / 1e6
+        st = self._source_stats()
+        self.reconnects, self.source_dropped = st["reconnects"], st["dropped"]
+        captured = time.time() if frame.captured_s is None else float(frame.captured_s)
+        return _Decoded(frame, captured, wait_ms, st["dropped"])
 
     # -- writer --------------------------------------------------------------------------------------------------
     def open_sinks(self) -> None:
@@ -254,7 +270,6 @@ class _Stream:
         live = self.stats.live(max_age_s=0.0)
         figures = self.stats.figures()
         p50, p95, s50, frames = (figures[k] for k in ("latency_p50_ms", "latency_p95_ms", "step_p50_ms", "frames"))
-        from .io.live import redact_url
 
         return StreamStatus(
             id=self.id, source=redact_url(str(self.source.name)), state=self.state, live=self.is_live, frames=frames,
@@ -262,7 +277,7 @@ class _Stream:
             latency_p50_ms=None if p50 is None else round(p50, 2),
             latency_p95_ms=None if p95 is None else round(p95, 2),
             step_p50_ms=None if s50 is None else round(s50, 2),
-            dropped=self.source_dropped + self.pipeline_dropped, reconnects=self.reconnects, error=self.error)
+            dropped=self.source_dropped, reconnects=self.reconnects, error=self.error)
 
 
 def _close_quietly(source: FrameSource) -> None:
@@ -403,8 +418,7 @@ class MultiTracker:
             seg = self._factory()
             if self._batch and not seg.has_network:
                 raise InputError(f"batch=True batches a network's forward; model {seg.describe()!r} has no network")
-            drop = bool(src.is_live) and policy != "block"
-            rec = _Stream(sid, src, seg, sinks, first, pal, max_frames=max_frames, drop_stale=drop,
+            rec = _Stream(sid, src, seg, sinks, first, pal, max_frames=max_frames,
                           resume_after=resume_after, stats_capacity=self.stats_capacity, on_frame=self._wake.set,
                           pace=pace, restore=state)
             rec.open_sinks()
@@ -435,7 +449,10 @@ class MultiTracker:
                     settings.restore()
             self._ended.pop(sid, None)
             self._streams[sid] = rec
-        rec.reader.start()
+        if rec.polled:
+            cast(LiveSource, rec.source).add_listener(self._wake.set)
+        else:
+            rec.reader.start()
         self._wake.set()
 
     def remove(self, stream_id: str, timeout: float | None = 30.0) -> StreamStatus:
@@ -622,9 +639,8 @@ class MultiTracker:
                 if rec.writer_error is not None or rec.writer_stop is not None:
                     self._end(rec, rec.writer_error, "done")
                     continue
-                try:
-                    item = rec.inq.get_nowait()
-                except queue.Empty:
+                item = rec.take()
+                if item is None:
                     continue
                 progressed = True
                 if isinstance(item, _End):
@@ -681,6 +697,7 @@ class MultiTracker:
         """The stream's finished step as its next frame (None: a silent re-anchor, or the step failed and the
         stream ended)."""
         job, item, silent = cast("Future[StepResult]", rec.job), cast(_Decoded, rec.job_item), rec.job_silent
+        rec.ready_ns = time.perf_counter_ns()  # the model is free for this stream again
         rec.job = rec.job_item = None
         try:
             res = job.result()
@@ -695,7 +712,7 @@ class MultiTracker:
         rec.emitted += 1
         stages = {"wait" if rec.is_live else "decode": item.decode_ms, **res.timings_ms}
         return SegmentedFrame(frame_index=n, frame=frame, mask=res.mask, step=res, palette=rec.palette,
-                              captured_s=item.captured_s, dropped=item.dropped + rec.pipeline_dropped, stages_ms=stages)
+                              captured_s=item.captured_s, dropped=item.dropped, stages_ms=stages)
 
     def snapshot(self, stream_id: str) -> bytes:
         """The stream's `Segmenter.snapshot` (for ``add(state=...)``). Call it on the iterating thread, right after

@@ -218,7 +218,7 @@ def test_misuse_raises_at_add(net, clips, tmp_path):
 
 
 class _FastLive(FrameSourceBase):
-    """A live source that produces frames much faster than the model takes them."""
+    """A live source that is not a LiveSource (a user's own): read on the stream's reader thread, in order."""
 
     def __init__(self, clip, n: int) -> None:
         super().__init__()
@@ -231,14 +231,46 @@ class _FastLive(FrameSourceBase):
             yield Frame(source_index=i, image=self.clip.frames[i % self.clip.num_frames], captured_s=time.time())
 
 
+class _FastCamera:
+    """A camera (behind rtvos.io.live.LiveSource) that sends frames much faster than the model takes them."""
+
+    fps, backend = 200.0, "fake"
+
+    def __init__(self, clip, n: int) -> None:
+        self.clip, self.n = clip, n
+
+    def frames(self):
+        for i in range(self.n):
+            time.sleep(0.002)
+            yield self.clip.frames[i % self.clip.num_frames], None
+
+    def close(self) -> None:
+        pass
+
+
 def test_live_streams_keep_only_the_newest_frame(net, clips):
+    """The camera's own policy (LiveSource, "drop") is the one place frames are dropped and counted: the
+    MultiTracker polls it from its loop, with no queue or drop counter of its own."""
+    from rtvos.io.live import LiveSource
+
     a = clips[0]
+    camera = _FastCamera(a, 150)
+
+    class Fast(LiveSource):
+        display = name = "fast"
+
+        def _connect(self):
+            return camera
+
+    src = Fast(reconnect=False)
     multi = MultiTracker(net, **OPTS)
-    multi.add("live", _FastLive(a, 150), mask=a.masks[0])
+    multi.add("live", src, mask=a.masks[0])
     indices = [r.source_index for _, r in multi]
     st = multi.status("live")[0]
     assert st.dropped > 0 and st.frames + st.dropped == 150  # exact accounting: shown or counted as dropped
+    assert st.dropped == src.stats()["dropped"]  # the source's own counter, the only one
     assert indices == sorted(indices) and len(indices) == st.frames
+    assert not _stream_threads()  # no reader thread of the stream's own
 
 
 def test_resume_after_continues_a_file_stream_from_a_checkpoint(net, clips):

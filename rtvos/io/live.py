@@ -20,7 +20,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -272,6 +272,7 @@ class LiveSource(FrameSourceBase):
         self._last_pts: float | None = None
         self._conn_base: tuple[float | None, float] | None = None
         self._resize_warned = False
+        self._listeners: list[Callable[[], None]] = []
 
         stream = self._connect()
         frames = stream.frames()
@@ -335,6 +336,7 @@ class LiveSource(FrameSourceBase):
             with self._cond:
                 self._finished = True
                 self._cond.notify_all()
+            self._notify()
 
     def _reconnect(self, reason: str) -> _Stream | None:
         start = time.monotonic()
@@ -410,6 +412,7 @@ class LiveSource(FrameSourceBase):
                 self._dropped += 1
             self._queue.append(frame)
             self._cond.notify_all()
+        self._notify()
 
     # ---------------------------------------------------------------- consumer side
     def __iter__(self) -> Iterator[Frame]:
@@ -427,6 +430,35 @@ class LiveSource(FrameSourceBase):
                         raise err
                     return
             yield frame
+
+    def poll(self) -> Frame | None:
+        """The waiting frame, or None at once: for a loop that serves many streams and cannot block on one (it
+        learns of new frames through :meth:`add_listener`). Once the stream has ended it raises the reader's
+        error, then StopIteration. The frame policy is the same as iteration's."""
+        with self._cond:
+            if self._queue:
+                frame = self._queue.popleft()
+                self._frames_out += 1
+                self._cond.notify_all()
+                return frame
+            if not (self._finished or self._stop.is_set()):
+                return None
+            err, self._error = self._error, None
+        if err is not None:
+            raise err
+        raise StopIteration
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` (on the reader thread; it must not block) after each frame arrives and when the
+        stream ends."""
+        self._listeners.append(callback)
+
+    def _notify(self) -> None:
+        for callback in list(self._listeners):
+            try:
+                callback()
+            except Exception as err:  # a listener's bug must not stop the camera
+                log.warning("rtvos: %s: frame listener failed: %s", self.display, err)
 
     def stats(self) -> dict[str, Any]:
         """Counters so far: frames handed out, dropped, decoded, reconnects (successful) and attempts."""
