@@ -202,6 +202,11 @@ def test_the_operator_docs_streams_file_is_valid():
     cfg = parse_config(block, "docs/serve.md")
     assert [s.id for s in cfg.streams] == ["cam1", "door", "archive"]
     assert cfg.streams[2].all_boxes_xyxy == [(10, 10, 60, 90), (200, 40, 260, 100)]
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = re.search(r"```yaml\n(# streams.yaml.*?)```", readme, re.S).group(1)
+    cfg = parse_config(block, "README.md")
+    assert [s.id for s in cfg.streams] == ["cam1", "door"]
+    assert cfg.streams[1].all_boxes_xyxy == [(120, 40, 320, 340)]
 
 
 def test_live_view_shows_each_stream_cheaply(clips, tmp_path):
