@@ -42,13 +42,15 @@ from .io.base import Frame, FrameSource, InputError
 from .io.live import LiveSource, redact_url
 from .io.masks import DAVIS_PALETTE, check_mask_size
 from .io.pace import PacedSource
+from .io.prompt import MaskLike, first_mask
 from .io.sinks import SegmentedFrame, Sink, StreamInfo
+from .io.source import SourceLike, as_source
 from .pipeline import FirstMask
 from .results import Result
 from .segmenter import Segmenter, StepResult
 from .sinkwriter import RunStats, SinkWriter
 from .stats import Timer
-from .track import MaskLike, SourceLike, _first_mask, _open, _segmenter
+from .track import build_segmenter
 
 __all__ = ["MultiTracker", "StreamStatus", "STREAM_STATES"]
 
@@ -358,7 +360,7 @@ class MultiTracker:
             net = load_model(model) if isinstance(model, (str, os.PathLike)) else model
 
             def segmenter_factory() -> Segmenter:  # a new Segmenter (stream state) around the one model object
-                return cast(Segmenter, _segmenter(net, size=size, device=device, backend=backend, precision=precision,
+                return cast(Segmenter, build_segmenter(net, size=size, device=device, backend=backend, precision=precision,
                                                   propagation=propagation, mask_resolution=mask_resolution,
                                                   appearance=appearance))
 
@@ -408,9 +410,9 @@ class MultiTracker:
         if resume_after is not None and isinstance(mask, np.ndarray) and not mask.any():
             first, own_palette = mask.astype(np.uint8), DAVIS_PALETTE.copy()  # every object lost by then: still a state
         else:
-            first, own_palette = _first_mask(mask, boxes, points)
+            first, own_palette = first_mask(mask, boxes, points)
         pal = own_palette if palette is None else np.asarray(palette, dtype=np.uint8)
-        src = _open(source, bgr=bgr, fps=fps, policy=policy, transport=transport)
+        src = as_source(source, bgr=bgr, fps=fps, policy=policy, transport=transport)
         rec: _Stream | None = None
         try:
             if isinstance(first, np.ndarray) and src.size[0] > 0:
@@ -479,7 +481,7 @@ class MultiTracker:
     def reanchor(self, stream_id: str, *, mask: MaskLike | None = None, boxes: Sequence[Sequence[int]] | None = None,
                  points: Sequence[Sequence[int]] | None = None) -> None:
         """Replace the stream's propagated mask at its next frame (a mask array, or boxes/points drawn on it)."""
-        first, _ = _first_mask(mask, boxes, points)
+        first, _ = first_mask(mask, boxes, points)
         with self._lock:
             rec = self._streams.get(stream_id)
         if rec is None:

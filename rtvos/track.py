@@ -19,19 +19,21 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .common import BOX_FORMAT, DEFAULT_OUT, stop_reason
-from .io.base import Frame, FrameSource, FrameSourceBase, InputError
-from .io.masks import DAVIS_PALETTE, check_mask_size, read_mask
+from .io.arrays import ArraySource
+from .io.base import Frame, InputError
+from .io.masks import check_mask_size
 from .io.outputs import Outputs, build_sinks, check_output_paths, parse_serve, safe_name
 from .io.pace import paced
-from .io.prompt import MAX_OBJECTS, Box, Point, box_from, check_box_format, check_point, parse_box, parse_point, prompts_to_mask
+from .io.prompt import MaskLike, box_from, check_prompts, given_mask, prompts_to_mask
 from .io.sinks import Sink, WindowSink, remove_previous_masks
+from .io.source import SourceLike, as_source
 from .pipeline import Pipeline, PipelineConfig, PipelineSummary, Progress
 from .results import Result
 
@@ -39,172 +41,8 @@ log = logging.getLogger("rtvos")
 Say = Callable[[str], None]
 OutPath = str | os.PathLike[str] | bool | None
 
-__all__ = ["ArraySource", "Tracking", "track"]
+__all__ = ["ArraySource", "MaskLike", "SourceLike", "Tracking", "build_segmenter", "track"]
 
-SourceLike = str | os.PathLike[str] | int | FrameSource | np.ndarray | Iterable[np.ndarray]
-MaskLike = np.ndarray | str | os.PathLike[str] | Callable[[Frame], np.ndarray]
-
-
-class ArraySource(FrameSourceBase):
-    """Frames handed over as arrays (a T×H×W×3 array, a list, or any iterable such as a generator).
-
-    ``bgr=True`` takes OpenCV's channel order and converts to the RGB the model expects.
-    """
-
-    def __init__(self, frames: Iterable[np.ndarray] | np.ndarray, *, fps: float = 25.0, bgr: bool = False,
-                 name: str = "frames") -> None:
-        super().__init__()
-        self.name = name
-        self.fps = float(fps)
-        self.bgr = bgr
-        self.is_live = False
-        self._frames = frames
-        self.num_frames = len(frames) if isinstance(frames, (np.ndarray, Sequence)) else None
-        self.size = (0, 0)
-        if isinstance(frames, np.ndarray):
-            if frames.ndim != 4 or frames.shape[-1] != 3:
-                raise InputError(f"frames array must be TxHxWx3, got shape {frames.shape}")
-            self.size = (int(frames.shape[1]), int(frames.shape[2]))
-
-    def __iter__(self) -> Iterator[Frame]:
-        size: tuple[int, ...] | None = None
-        for i, img in enumerate(self._frames):
-            arr = np.asarray(img)
-            if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
-                raise InputError(f"frame {i} must be an HxWx3 uint8 image, got shape {arr.shape} dtype {arr.dtype}")
-            if size is not None and arr.shape != size:
-                raise InputError(f"frame {i} is {arr.shape[1]}x{arr.shape[0]}, earlier frames {size[1]}x{size[0]}")
-            size = arr.shape
-            rgb = np.ascontiguousarray(arr[..., ::-1]) if self.bgr else arr
-            yield Frame(image=rgb, source_index=i, pts_s=i / self.fps)
-
-    def close(self) -> None:
-        close = getattr(self._frames, "close", None)  # a generator handed in is closed with the run
-        if callable(close):
-            close()
-
-
-def _open(source: SourceLike, *, bgr: bool, fps: float | None, policy: str | None,
-          transport: str | None) -> FrameSource:
-    if isinstance(source, FrameSource):
-        return source
-    if isinstance(source, (str, os.PathLike, int)) and not isinstance(source, bool):
-        from .io.source import open_source
-
-        kwargs: dict[str, Any] = {k: v for k, v in (("transport", transport), ("policy", policy)) if v is not None}
-        return open_source(source, **kwargs)
-    if isinstance(source, (np.ndarray, Iterable)):
-        return ArraySource(source, fps=fps or 25.0, bgr=bgr)
-    raise InputError(f"source must be a path, URL, webcam index, FrameSource or frames, got {type(source).__name__}")
-
-
-def _shown(v: Any) -> str:
-    return repr(tuple(v.tolist() if isinstance(v, np.ndarray) else v))
-
-
-def _as_list(given: Any, what: str, *lengths: int) -> list[Any]:
-    """``given`` as a list of boxes/points; one box (x1, y1, x2, y2) or one point (x, y) alone, or one typed
-    as text ("x1,y1,x2,y2", "x,y,-"), is accepted as a list of one, as ultralytics/supervision users pass it."""
-    if given is None:
-        return []
-    if isinstance(given, np.ndarray):
-        given = given.tolist()
-    if isinstance(given, str):
-        return [given]
-    if isinstance(given, bytes) or not isinstance(given, Iterable):
-        raise InputError(f"{what} must be a list of {what[:-1]}s, got {given!r}")
-    items = list(given)
-    if items and len(items) in lengths and all(isinstance(v, (int, float, np.number)) for v in items):
-        return [items]  # a single one
-    return items
-
-
-def _coords(v: Any, what: str, form: str, *lengths: int) -> tuple[int, ...]:
-    """Integer pixel coordinates of one box or point; floats (a detector's output) are rounded, NaN/inf and
-    non-numbers are refused naming the value as given."""
-    if isinstance(v, np.ndarray):
-        v = v.tolist()
-    if isinstance(v, (str, bytes)) or not isinstance(v, Iterable):
-        raise InputError(f"{what} must be {form}, got {v!r}")
-    vals = list(v)
-    if len(vals) not in lengths or not all(isinstance(x, (int, float, np.number)) and not isinstance(x, bool)
-                                           or (what == "point" and i == 2 and isinstance(x, bool))
-                                           for i, x in enumerate(vals)):
-        raise InputError(f"{what} must be {form} (numbers), got {_shown(vals)}")
-    if not all(np.isfinite(float(x)) for x in vals):
-        raise InputError(f"{what} {_shown(vals)} has a coordinate that is not a finite number")
-    return tuple(int(round(float(x))) for x in vals)
-
-
-def _prompts(boxes: Any, points: Any, box_format: str,
-             frame_size: tuple[int, int] | None = None) -> tuple[list[Box], list[Point]]:
-    """Boxes (in ``box_format``; text as typed on the command line, or numbers) and points, checked, as the
-    (x, y, w, h) boxes and (x, y, positive) points GrabCut takes; ``frame_size`` (H, W) checks the bounds."""
-    fmt = check_box_format(box_format)
-    form = "(x1, y1, x2, y2)" if fmt == "xyxy" else "(x, y, w, h)"
-    out_boxes: list[Box] = []
-    for b in _as_list(boxes, "boxes", 4):
-        if isinstance(b, str):
-            out_boxes.append(parse_box(b, frame_size, fmt=fmt))
-        else:
-            out_boxes.append(box_from(_coords(b, "box", form, 4), fmt, frame_size, shown=_shown(b)))
-    pts: list[Point] = []
-    for p in _as_list(points, "points", 2, 3):
-        if isinstance(p, str):
-            pts.append(parse_point(p, frame_size))
-            continue
-        c = _coords(p, "point", "(x, y) or (x, y, positive)", 2, 3)
-        pts.append(check_point(c if len(c) == 2 else (c[0], c[1], bool(c[2])), frame_size))
-    objects = len(out_boxes) + any(not any(x <= px < x + w and y <= py < y + h for x, y, w, h in out_boxes)
-                                   for px, py, _ in pts)
-    if objects > MAX_OBJECTS:
-        raise InputError(f"{len(out_boxes)} boxes make {objects} objects; at most {MAX_OBJECTS} can be tracked "
-                         "(ids 1..254 in a palette PNG)")
-    return out_boxes, pts
-
-
-def _first_mask(mask: MaskLike | None, boxes: Any, points: Any, *,
-                box_format: str = BOX_FORMAT) -> tuple[np.ndarray | Callable[[Frame], np.ndarray], np.ndarray]:
-    """The pipeline's first mask (an array or a function of the first frame) and the palette."""
-    first, palette = _given_mask(mask, boxes, points, box_format=box_format, optional=False)
-    assert first is not None
-    return first, palette
-
-
-def _given_mask(mask: MaskLike | None, boxes: Any, points: Any, *, box_format: str, optional: bool,
-                sized_first: bool = False,
-                names: dict[str, str] | None = None) -> tuple[np.ndarray | Callable[[Frame], np.ndarray] | None, np.ndarray]:
-    """The pipeline's first mask (an array or a function of the first frame) and the palette; None when no
-    prompt was given and ``optional`` (the live view will ask for a box)."""
-    box_list, pts = _prompts(boxes, points, box_format)
-    if mask is not None and (box_list or pts):
-        raise InputError(f"give either {(names or {}).get('either', 'mask= or boxes=/points=')}, not both")
-    if mask is None and not box_list and not pts:
-        if optional:
-            return None, DAVIS_PALETTE.copy()
-        raise InputError("a first-frame prompt is needed: " + (names or {}).get(
-            "prompt", "mask=, boxes=[(x1, y1, x2, y2), ...] or points=[(x, y), ...] (or serve= to draw a box)"))
-    if isinstance(mask, (str, os.PathLike)):
-        ids, palette = read_mask(mask)
-        if not ids.any() and not sized_first:  # sized_first: the caller checks the size, then this
-            raise InputError(f"first mask {mask} has no object: every pixel is 0 (background)")
-        return ids, palette
-    if mask is not None:
-        if not callable(mask):
-            arr = np.asarray(mask)
-            if arr.ndim != 2:
-                raise InputError(f"mask must be an HxW array of object ids, got shape {arr.shape}")
-            if arr.dtype == bool:
-                arr = arr.astype(np.uint8)
-            if not arr.any():
-                raise InputError("first mask has no object: every pixel is 0 (background)")
-            return arr, DAVIS_PALETTE.copy()
-        return mask, DAVIS_PALETTE.copy()
-
-    def from_prompts(frame: Frame) -> np.ndarray:
-        return prompts_to_mask(frame.image, box_list, pts)
-
-    return from_prompts, DAVIS_PALETTE.copy()
 
 
 def _from_browser(view: Any, say: Say) -> Callable[[Frame], np.ndarray]:
@@ -344,7 +182,7 @@ class Tracking:
             pass
 
 
-def _segmenter(model: Any, *, size: int | None, device: str, backend: str, precision: str, propagation: str,
+def build_segmenter(model: Any, *, size: int | None, device: str, backend: str, precision: str, propagation: str,
                mask_resolution: str, appearance: str | None, threads: int | None = None,
                say: Say | None = None) -> Any:
     """A ready Segmenter as given, or one built from a model spec. With ``say``, untrained weights get a loud
@@ -466,13 +304,13 @@ def track(
             mask = sample_mask
         speak(f"no source given, using the shipped sample clip {source}")
     address = None if serve is None else parse_serve(serve)
-    first, own_palette = _given_mask(mask, boxes, points, box_format=box_format, optional=address is not None,
+    first, own_palette = given_mask(mask, boxes, points, box_format=box_format, optional=address is not None,
                                      sized_first=True, names=names)
     palette = own_palette if palette is None else np.asarray(palette, dtype=np.uint8)
     config = PipelineConfig(max_frames=max_frames, progress=progress, threaded=threaded)
     if show:
         WindowSink.check_display()
-    src = _open(source, bgr=bgr, fps=fps, policy=policy, transport=transport)
+    src = as_source(source, bgr=bgr, fps=fps, policy=policy, transport=transport)
     view: Any = None
     try:
         size_hw = tuple(src.size)
@@ -480,7 +318,7 @@ def track(
         if size_hw[0] > 0:  # everything that can be checked against the frame size is, before the model loads
             if isinstance(first, np.ndarray):
                 check_mask_size(first, size_hw, named, str(src.name))
-            _prompts(boxes, points, box_format, size_hw)  # type: ignore[arg-type]
+            check_prompts(boxes, points, box_format, size_hw)  # type: ignore[arg-type]
         if isinstance(first, np.ndarray) and not first.any():  # would run to the end with empty output
             raise InputError(f"first {named} has no object: every pixel is 0 (background)")
         folder = Path(DEFAULT_OUT) / safe_name(str(src.name))
@@ -493,7 +331,7 @@ def track(
         if isinstance(source, (str, os.PathLike)) and Path(source).exists():
             inputs[f"the input {source}"] = Path(source)
         check_output_paths(outs, exist_ok=exist_ok, inputs=inputs, labels=names)
-        seg = _segmenter(model, size=size, device=device, backend=backend, precision=precision,
+        seg = build_segmenter(model, size=size, device=device, backend=backend, precision=precision,
                          propagation=propagation, mask_resolution=mask_resolution, appearance=appearance,
                          threads=threads, say=say)
         model_line = _model_line(seg, backend, precision)

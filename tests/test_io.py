@@ -462,7 +462,8 @@ _IO_LAYERS = {
     "video": {"base"},
     "live": {"base"},
     "writer": {"base"},
-    "source": {"base", "live", "video"},
+    "arrays": {"base"},
+    "source": {"arrays", "base", "live", "video"},
 }
 
 # Imports one module with bare stand-ins for the `rtvos` and `rtvos.io` packages, so no __init__ runs and
@@ -483,7 +484,7 @@ print(json.dumps(sorted(m for m in sys.modules if m.startswith("rtvos."))))
 @pytest.mark.parametrize("module", _IO_MODULES)
 def test_io_module_imports_on_its_own(module: str) -> None:
     """Each rtvos.io module imports alone in a fresh interpreter (no import cycle, nothing it forgot to import),
-    and the source stack is layered: base <- video, live, writer <- source."""
+    and the source stack is layered: base <- arrays, video, live, writer <- source."""
     import json
     import subprocess
     import sys
@@ -559,11 +560,11 @@ def _check_protocol(src: object) -> None:
 def test_file_sources_satisfy_the_frame_source_protocol(tmp_path: Path) -> None:
     """Every concrete source class of rtvos.io is covered here or in test_live.py, and files satisfy the
     runtime-checkable FrameSource protocol with zero drop/reconnect counters."""
-    from rtvos.io import ImageFolderSource, NetworkSource, VideoFileSource, WebcamSource
+    from rtvos.io import ArraySource, ImageFolderSource, NetworkSource, VideoFileSource, WebcamSource
     from rtvos.io.pace import PacedSource
 
     assert _concrete_source_classes() == {ImageFolderSource, VideoFileSource, NetworkSource, WebcamSource,
-                                          PacedSource}
+                                          PacedSource, ArraySource}
     folder = tmp_path / "frames"
     folder.mkdir()
     for i, f in enumerate(_frames(3)):
@@ -583,6 +584,11 @@ def test_file_sources_satisfy_the_frame_source_protocol(tmp_path: Path) -> None:
         _check_protocol(paced)
         assert not paced.is_live and paced.size == (H, W) and paced.num_frames == 3
         assert len(list(paced)) == 3
+    # Frames given as arrays (rtvos.track's ndarray / iterable sources).
+    with ArraySource(np.stack(_frames(3)), fps=24) as arrays:
+        _check_protocol(arrays)
+        assert not arrays.is_live and arrays.size == (H, W) and arrays.num_frames == 3
+        assert len(list(arrays)) == 3
 
 
 def test_frame_source_protocol_is_structural_and_gives_defaults() -> None:

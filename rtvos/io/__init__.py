@@ -2,11 +2,13 @@
 
 Modules: :mod:`~rtvos.io.base` (shared types: :class:`InputError`, :class:`Frame`, the :class:`FrameSource`
 protocol), :mod:`~rtvos.io.video` (file and folder sources), :mod:`~rtvos.io.live` (webcams, network streams),
-:mod:`~rtvos.io.source` (:func:`open_source`), :mod:`~rtvos.io.writer` (:class:`VideoWriter`), plus masks,
+:mod:`~rtvos.io.arrays` (frames given as arrays), :mod:`~rtvos.io.source` (:func:`open_source`,
+:func:`as_source`), :mod:`~rtvos.io.writer` (:class:`VideoWriter`), plus masks,
 overlays, prompts and sinks. ``base`` imports nothing else from the package; ``video`` and ``live`` import only
-``base``; ``source`` imports both.
+``base``; ``source`` imports them and ``arrays``.
 """
 
+from .arrays import ArraySource
 from .base import (
     DEFAULT_FOLDER_FPS,
     IMAGE_EXTENSIONS,
@@ -20,11 +22,12 @@ from .base import (
 from .live import LiveSource, NetworkSource, WebcamSource, redact_text, redact_url
 from .masks import DAVIS_PALETTE, davis_palette, read_mask, write_mask
 from .overlay import object_boundaries, overlay
-from .source import open_source
+from .source import as_source, open_source
 from .video import ImageFolderSource, VideoFileSource
 from .writer import VideoWriter
 
 __all__ = [
+    "ArraySource",
     "DAVIS_PALETTE",
     "DEFAULT_FOLDER_FPS",
     "IMAGE_EXTENSIONS",
@@ -38,6 +41,7 @@ __all__ = [
     "VideoFileSource",
     "VideoWriter",
     "WebcamSource",
+    "as_source",
     "check_fps",
     "davis_palette",
     "natural_key",

@@ -17,16 +17,21 @@ clipped to the box.
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import cv2
 import numpy as np
 
 from ..common import BOX_FORMAT, BOX_FORMATS
-from .base import InputError
+from .base import Frame, InputError
+from .masks import DAVIS_PALETTE, read_mask
 
-__all__ = ["MAX_GRABCUT_SIDE", "MAX_OBJECTS", "Point", "box_from", "box_to_mask", "check_box", "check_box_format",
-           "check_point", "parse_box", "parse_point", "points_to_mask", "prompts_to_mask"]
+__all__ = ["MAX_GRABCUT_SIDE", "MAX_OBJECTS", "MaskLike", "Point", "box_from", "box_to_mask", "check_box",
+           "check_box_format", "check_point", "check_prompts", "first_mask", "given_mask", "parse_box", "parse_point",
+           "points_to_mask", "prompts_to_mask"]
 
 #: The most objects one first mask can hold: ids 1..254 (a palette PNG has 256 entries; 255 marks "void" in DAVIS).
 MAX_OBJECTS = 254
@@ -36,6 +41,8 @@ MAX_GRABCUT_SIDE = 640
 
 Box = tuple[int, int, int, int]
 Point = tuple[int, int, bool]  # x, y, positive (False: a background click)
+#: A first mask as `rtvos.track` takes it: an array of object ids, a palette PNG's path, or a function of the frame.
+MaskLike = np.ndarray | str | os.PathLike[str] | Callable[[Frame], np.ndarray]
 
 _INT = r"\s*([+-]?\d+)\s*"
 _BOX_RE = re.compile(rf"^{_INT},{_INT},{_INT},{_INT}$")
@@ -241,3 +248,113 @@ def prompts_to_mask(image_rgb: np.ndarray, boxes: list[Box] = (), points: list[P
     if rest:
         ids[points_to_mask(image_rgb, rest).astype(bool)] = len(bxs) + 1
     return ids
+
+
+# -- the prompts rtvos.track and MultiTracker take: a mask, boxes or points, as values or text --------------------
+def _shown(v: Any) -> str:
+    return repr(tuple(v.tolist() if isinstance(v, np.ndarray) else v))
+
+
+def _as_list(given: Any, what: str, *lengths: int) -> list[Any]:
+    """``given`` as a list of boxes/points; one box (x1, y1, x2, y2) or one point (x, y) alone, or one typed
+    as text ("x1,y1,x2,y2", "x,y,-"), is accepted as a list of one, as ultralytics/supervision users pass it."""
+    if given is None:
+        return []
+    if isinstance(given, np.ndarray):
+        given = given.tolist()
+    if isinstance(given, str):
+        return [given]
+    if isinstance(given, bytes) or not isinstance(given, Iterable):
+        raise InputError(f"{what} must be a list of {what[:-1]}s, got {given!r}")
+    items = list(given)
+    if items and len(items) in lengths and all(isinstance(v, (int, float, np.number)) for v in items):
+        return [items]  # a single one
+    return items
+
+
+def _coords(v: Any, what: str, form: str, *lengths: int) -> tuple[int, ...]:
+    """Integer pixel coordinates of one box or point; floats (a detector's output) are rounded, NaN/inf and
+    non-numbers are refused naming the value as given."""
+    if isinstance(v, np.ndarray):
+        v = v.tolist()
+    if isinstance(v, (str, bytes)) or not isinstance(v, Iterable):
+        raise InputError(f"{what} must be {form}, got {v!r}")
+    vals = list(v)
+    if len(vals) not in lengths or not all(isinstance(x, (int, float, np.number)) and not isinstance(x, bool)
+                                           or (what == "point" and i == 2 and isinstance(x, bool))
+                                           for i, x in enumerate(vals)):
+        raise InputError(f"{what} must be {form} (numbers), got {_shown(vals)}")
+    if not all(np.isfinite(float(x)) for x in vals):
+        raise InputError(f"{what} {_shown(vals)} has a coordinate that is not a finite number")
+    return tuple(int(round(float(x))) for x in vals)
+
+
+def check_prompts(boxes: Any, points: Any, box_format: str,
+             frame_size: tuple[int, int] | None = None) -> tuple[list[Box], list[Point]]:
+    """Boxes (in ``box_format``; text as typed on the command line, or numbers) and points, checked, as the
+    (x, y, w, h) boxes and (x, y, positive) points GrabCut takes; ``frame_size`` (H, W) checks the bounds."""
+    fmt = check_box_format(box_format)
+    form = "(x1, y1, x2, y2)" if fmt == "xyxy" else "(x, y, w, h)"
+    out_boxes: list[Box] = []
+    for b in _as_list(boxes, "boxes", 4):
+        if isinstance(b, str):
+            out_boxes.append(parse_box(b, frame_size, fmt=fmt))
+        else:
+            out_boxes.append(box_from(_coords(b, "box", form, 4), fmt, frame_size, shown=_shown(b)))
+    pts: list[Point] = []
+    for p in _as_list(points, "points", 2, 3):
+        if isinstance(p, str):
+            pts.append(parse_point(p, frame_size))
+            continue
+        c = _coords(p, "point", "(x, y) or (x, y, positive)", 2, 3)
+        pts.append(check_point(c if len(c) == 2 else (c[0], c[1], bool(c[2])), frame_size))
+    objects = len(out_boxes) + any(not any(x <= px < x + w and y <= py < y + h for x, y, w, h in out_boxes)
+                                   for px, py, _ in pts)
+    if objects > MAX_OBJECTS:
+        raise InputError(f"{len(out_boxes)} boxes make {objects} objects; at most {MAX_OBJECTS} can be tracked "
+                         "(ids 1..254 in a palette PNG)")
+    return out_boxes, pts
+
+
+def first_mask(mask: MaskLike | None, boxes: Any, points: Any, *,
+                box_format: str = BOX_FORMAT) -> tuple[np.ndarray | Callable[[Frame], np.ndarray], np.ndarray]:
+    """The pipeline's first mask (an array or a function of the first frame) and the palette."""
+    first, palette = given_mask(mask, boxes, points, box_format=box_format, optional=False)
+    assert first is not None
+    return first, palette
+
+
+def given_mask(mask: MaskLike | None, boxes: Any, points: Any, *, box_format: str, optional: bool,
+                sized_first: bool = False,
+                names: dict[str, str] | None = None) -> tuple[np.ndarray | Callable[[Frame], np.ndarray] | None, np.ndarray]:
+    """The pipeline's first mask (an array or a function of the first frame) and the palette; None when no
+    prompt was given and ``optional`` (the live view will ask for a box)."""
+    box_list, pts = check_prompts(boxes, points, box_format)
+    if mask is not None and (box_list or pts):
+        raise InputError(f"give either {(names or {}).get('either', 'mask= or boxes=/points=')}, not both")
+    if mask is None and not box_list and not pts:
+        if optional:
+            return None, DAVIS_PALETTE.copy()
+        raise InputError("a first-frame prompt is needed: " + (names or {}).get(
+            "prompt", "mask=, boxes=[(x1, y1, x2, y2), ...] or points=[(x, y), ...] (or serve= to draw a box)"))
+    if isinstance(mask, (str, os.PathLike)):
+        ids, palette = read_mask(mask)
+        if not ids.any() and not sized_first:  # sized_first: the caller checks the size, then this
+            raise InputError(f"first mask {mask} has no object: every pixel is 0 (background)")
+        return ids, palette
+    if mask is not None:
+        if not callable(mask):
+            arr = np.asarray(mask)
+            if arr.ndim != 2:
+                raise InputError(f"mask must be an HxW array of object ids, got shape {arr.shape}")
+            if arr.dtype == bool:
+                arr = arr.astype(np.uint8)
+            if not arr.any():
+                raise InputError("first mask has no object: every pixel is 0 (background)")
+            return arr, DAVIS_PALETTE.copy()
+        return mask, DAVIS_PALETTE.copy()
+
+    def from_prompts(frame: Frame) -> np.ndarray:
+        return prompts_to_mask(frame.image, box_list, pts)
+
+    return from_prompts, DAVIS_PALETTE.copy()

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+
+from .arrays import ArraySource
 from .base import FrameSource, InputError
 from .live import LIVE_SCHEMES, NetworkSource, WebcamSource, is_webcam, redact_url
 from .video import ImageFolderSource, VideoFileSource
 
-__all__ = ["open_source"]
+__all__ = ["SourceLike", "as_source", "open_source"]
+
+SourceLike = str | os.PathLike[str] | int | FrameSource | np.ndarray | Iterable[np.ndarray]
 
 
 def _is_url(source: str) -> bool:
@@ -70,3 +77,17 @@ def open_source(
     if path.is_dir():
         return ImageFolderSource(path, fps=fps)
     return VideoFileSource(path, fps=fps)
+
+
+def as_source(source: SourceLike, *, bgr: bool = False, fps: float | None = None, policy: str | None = None,
+              transport: str | None = None) -> FrameSource:
+    """Anything `rtvos.track` takes as a source, opened: a FrameSource as it is, a path/URL/webcam index through
+    :func:`open_source`, frames (an array or an iterable of arrays) as an :class:`ArraySource`."""
+    if isinstance(source, FrameSource):
+        return source
+    if isinstance(source, (str, os.PathLike, int)) and not isinstance(source, bool):
+        kwargs: dict[str, Any] = {k: v for k, v in (("transport", transport), ("policy", policy)) if v is not None}
+        return open_source(source, **kwargs)
+    if isinstance(source, (np.ndarray, Iterable)):
+        return ArraySource(source, fps=fps or 25.0, bgr=bgr)
+    raise InputError(f"source must be a path, URL, webcam index, FrameSource or frames, got {type(source).__name__}")
