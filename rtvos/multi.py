@@ -7,8 +7,9 @@
         ...
     multi.remove("cam1")                   # any time, from any thread: its source closes, its sinks flush
 
-Each stream has its own reader thread (decode; for live sources only the newest frame is kept, the rest count as
-dropped), its own writer thread (its sinks, as `rtvos.track` runs them) and its own `Segmenter` whose
+A file stream is read ahead on its own thread; a camera (`LiveSource`) is polled from the loop and keeps only its
+newest frame itself (its policy is the one drop counter); each stream writes through its own `SinkWriter` (its
+sinks, on a writer thread, as `rtvos.track` runs them) and has its own `Segmenter` whose
 `SegmenterState` (t−1 embedding, scores, ids) is the stream's whole model state. The network weights are loaded
 once and every stream's Segmenter uses that one model object; network backends (ONNX sessions, compiled units)
 are shared between streams of the same input shape through the Segmenter's public ``backend`` setter. Each
