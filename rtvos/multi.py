@@ -607,9 +607,11 @@ class MultiTracker:
             self.on_end(rec.status())
 
     def _end(self, rec: _Stream, error: BaseException | None, state: str) -> None:
+        # Finished while still listed: a Ctrl-C or SIGTERM landing in the flush leaves the stream to the loop's
+        # own clean-up (finish is idempotent), so its outputs are flushed and it stays in status, never lost.
+        rec.finish(error, state)
         with self._lock:
             self._streams.pop(rec.id, None)
-        rec.finish(error, state)
         self._ended_add(rec)
 
     def _loop(self, settings: _IntraOpThreads) -> Iterator[tuple[str, Result]]:

@@ -201,6 +201,34 @@ def test_an_output_that_cannot_open_fails_the_add_and_leaves_nothing(net, clips)
     assert not _stream_threads()
 
 
+def test_an_interrupt_while_a_stream_ends_still_flushes_and_lists_it(net, clips, tmp_path):
+    """Ctrl-C/SIGTERM landing while a finished stream flushes (here: in its source's close) leaves the stream
+    listed and flushed by the loop's clean-up, instead of losing it from status and its outputs unclosed."""
+    from rtvos.track import ArraySource
+
+    a = clips[0]
+
+    class InterruptOnClose(ArraySource):
+        interrupted = False
+
+        def close(self) -> None:
+            if not type(self).interrupted:
+                type(self).interrupted = True
+                raise KeyboardInterrupt
+            super().close()
+
+    multi = MultiTracker(net, **OPTS)
+    multi.add("a", InterruptOnClose(np.stack(a.frames)), mask=a.masks[0], sinks=[MaskSink(tmp_path / "a")])
+    with pytest.raises(KeyboardInterrupt):
+        for _ in multi:
+            pass
+    (st,) = multi.status("a")
+    assert InterruptOnClose.interrupted and st.state == "stopped" and st.frames == len(a.frames)
+    assert len(list((tmp_path / "a").glob("*.png"))) == len(a.frames)
+    multi.close()
+    assert not _stream_threads()
+
+
 def test_misuse_raises_at_add(net, clips, tmp_path):
     a = clips[0]
     multi = MultiTracker(net, **OPTS)
