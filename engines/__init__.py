@@ -5,8 +5,7 @@ Imports rtvos; rtvos never imports this package. Imports tensorrt lazily.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from rtvos.common import lazy_attributes
 
 __all__: list[str] = []
 
@@ -14,12 +13,4 @@ __all__: list[str] = []
 _LAZY = {"build_engine": ".build"}
 __all__ += list(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    """The re-exported names load on first use, so importing this package stays light."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY, globals())

@@ -5,11 +5,13 @@ Imports nothing heavy: the CLI reads it to build its parser before torch is (or 
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
-__all__ = ["APPEARANCE_MODES", "BOX_FORMAT", "BOX_FORMATS", "DEFAULT_OUT", "MASK_VIDEO_MODES",
+__all__ = ["APPEARANCE_MODES", "lazy_attributes", "BOX_FORMAT", "BOX_FORMATS", "DEFAULT_OUT", "MASK_VIDEO_MODES",
            "DEFAULT_APPEARANCE", "AUTO", "BUILTIN_BACKENDS", "PRECISIONS", "STAGES", "Stopped",
            "check_precision", "display_available", "one_line", "stage_order", "stop_reason"]
 
@@ -80,3 +82,18 @@ class Stopped(KeyboardInterrupt):
 def stop_reason(e: KeyboardInterrupt) -> str:
     """What ended a run: a :class:`Stopped`'s reason, else "Ctrl-C" (a plain KeyboardInterrupt is SIGINT)."""
     return e.reason if isinstance(e, Stopped) else "Ctrl-C"
+
+
+def lazy_attributes(package: str, names: dict[str, str], namespace: dict[str, Any]) -> Callable[[str], Any]:
+    """A package's module ``__getattr__`` (PEP 562) that imports each of ``names`` (name → module, relative to
+    ``package``) on first use and keeps it in ``namespace``, so importing the package stays light."""
+
+    def __getattr__(name: str) -> Any:
+        module = names.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module, package), name)
+        namespace[name] = value
+        return value
+
+    return __getattr__

@@ -35,3 +35,21 @@ def test_one_line() -> None:
     assert one_line(ValueError("bad thing\n  detail")) == "bad thing"
     assert one_line(ValueError("bad thing\n"), with_type=True) == "ValueError: bad thing"
     assert one_line(KeyError()) == "KeyError"
+
+
+def test_lazy_attributes_import_on_first_use_and_refuse_unknown_names() -> None:
+    """The one PEP 562 helper behind rtvos.eval, rtvos.serve and engines: names load on first use and stay."""
+    import types
+
+    from rtvos.common import lazy_attributes
+
+    ns: dict[str, object] = {}
+    getattr_ = lazy_attributes("rtvos", {"Timer": ".stats"}, ns)
+    from rtvos.stats import Timer
+
+    assert getattr_("Timer") is Timer and ns["Timer"] is Timer
+    with pytest.raises(AttributeError, match="module 'rtvos' has no attribute 'nope'"):
+        getattr_("nope")
+    import rtvos.serve
+
+    assert isinstance(rtvos.serve, types.ModuleType) and rtvos.serve.StreamSpec.__module__ == "rtvos.serve.config"

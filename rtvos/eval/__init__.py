@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from ..common import lazy_attributes
 from .baselines import CopyBaseline, FlowBaseline
 from .datasets import (
     DatasetError,
@@ -58,12 +56,4 @@ _LAZY = {
 }
 __all__ += list(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    """The re-exported names load on first use, so importing this package stays light."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY, globals())
