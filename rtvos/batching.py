@@ -19,8 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .backends import Backend, EagerBackend
-from .backends.onnx import OnnxBackend, export_onnx
+from .backends import Backend
 
 __all__ = ["BatchingBackend", "BATCHABLE"]
 
@@ -54,8 +53,7 @@ class BatchingBackend(Backend):
         self._cond = threading.Condition()
         self._queue: list[_Request] = []
         self._collecting = False
-        self._sessions: dict[int, object] = {}
-        self._build = threading.Lock()
+        self._count = threading.Lock()
 
     def embed(self, x: Tensor) -> Tensor:
         req = _Request(x)
@@ -92,34 +90,15 @@ class BatchingBackend(Backend):
 
     def forward(self, xs: Tensor) -> Tensor:
         """The embedding of N frames (N×3×h×w) in one call."""
-        n = int(xs.shape[0])
-        with self._build:
-            self.batches[n] += 1
-        if n == 1 or isinstance(self.inner, EagerBackend):
-            return self.inner.embed(xs)
-        inner = self.inner
-        assert isinstance(inner, OnnxBackend)
-        return inner._run_session(self._session(n), {"x": xs})[0]
+        with self._count:
+            self.batches[int(xs.shape[0])] += 1
+        return self.inner.embed_batch(xs)
 
     def prepare(self) -> None:
-        """Export and load every batch size now: an export traces the model, which must not happen while
-        other streams' steps run it (`rtvos.MultiTracker` calls this with no step in flight)."""
-        if isinstance(self.inner, OnnxBackend):
-            for n in range(2, self.max_batch + 1):
-                self._session(n)
-
-    def _session(self, n: int) -> object:
-        """The batch-n embedding session (exported once per (shape, batch), then cached on disk)."""
-        with self._build:
-            sess = self._sessions.get(n)
-            if sess is None:
-                inner = self.inner
-                assert isinstance(inner, OnnxBackend)
-                path = export_onnx(self.model, self.size, "embed", inner.deform, self.precision, inner.cache, batch=n)
-                sess = inner._ort.InferenceSession(str(path), sess_options=inner.session_options,
-                                                   providers=inner.providers)
-                self._sessions[n] = sess
-            return sess
+        """Build every batch size now: an export traces the model, which must not happen while other streams'
+        steps run it (`rtvos.MultiTracker` calls this with no step in flight)."""
+        for n in range(2, self.max_batch + 1):
+            self.inner.prepare_batch(n)
 
     def match(self, e_ref: Tensor, e_tar: Tensor, prior: Tensor | None = None) -> Tensor:
         return self.inner.match(e_ref, e_tar, prior)  # per stream (a fused ONNX backend matches eagerly here)

@@ -28,6 +28,14 @@ class Backend:
     def embed(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def embed_batch(self, xs: Tensor) -> Tensor:
+        """The embedding of N frames (N×3×h×w) in one forward; a backend whose graphs have a fixed batch
+        overrides it (`rtvos.batching` runs several streams' frames this way)."""
+        return self.embed(xs)
+
+    def prepare_batch(self, n: int) -> None:
+        """Build what a batch of ``n`` needs now (an export traces the model: not while steps run it)."""
+
     def match(self, e_ref: Tensor, e_tar: Tensor, prior: Tensor | None = None) -> Tensor:
         raise NotImplementedError
 

@@ -22,6 +22,7 @@ import hashlib
 import io
 import os
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -348,7 +349,9 @@ class OnnxBackend(Backend):
         # 2-core machine they made steps several times slower. Sleep between ops instead.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        self.session_options, self.cache = opts, cache  # what a batch-N session of this backend is built with
+        self._opts, self._cache = opts, cache  # what a batch-N session of this backend is built with
+        self._batch_sessions: dict[int, Any] = {}  # batch size → embed session (a graph has a fixed batch)
+        self._batch_lock = threading.Lock()
         self.sessions = {}
         for kind, p in self.paths.items():
             try:
@@ -396,6 +399,23 @@ class OnnxBackend(Backend):
     def embed(self, x: Tensor) -> Tensor:
         self._check(x)
         return self._run("embed", {"x": x})[0]
+
+    def embed_batch(self, xs: Tensor) -> Tensor:
+        n = int(xs.shape[0])
+        if n == 1:
+            return self.embed(xs)
+        self.prepare_batch(n)
+        return self._run_session(self._batch_sessions[n], {"x": xs})[0]
+
+    def prepare_batch(self, n: int) -> None:
+        """The batch-n embedding session: exported once per (shape, batch), cached on disk, loaded once."""
+        if n == 1:
+            return
+        with self._batch_lock:
+            if n not in self._batch_sessions:
+                path = export_onnx(self.model, self.size, "embed", self.deform, self.precision, self._cache, batch=n)
+                self._batch_sessions[n] = self._ort.InferenceSession(str(path), sess_options=self._opts,
+                                                                     providers=self.providers)
 
     def match(self, e_ref: Tensor, e_tar: Tensor, prior: Tensor | None = None) -> Tensor:
         if "match" in self.sessions:
