@@ -47,6 +47,7 @@ from .io.prompt import MaskLike, first_mask
 from .io.sinks import SegmentedFrame, Sink, StreamInfo
 from .io.source import SourceLike, as_source
 from .pipeline import FirstMask
+from .reader import Decoded, End, put_while
 from .results import Result
 from .segmenter import Segmenter, StepResult
 from .sinkwriter import RunStats, SinkWriter
@@ -85,19 +86,6 @@ class StreamStatus:
         return dict(self.__dict__)
 
 
-@dataclass
-class _Decoded:
-    frame: Frame
-    captured_s: float
-    decode_ms: float
-    dropped: int
-
-
-@dataclass
-class _End:
-    error: BaseException | None = None
-
-
 class _Stream:
     """Everything one stream owns: source, prompt, sinks, Segmenter (its state), queues, threads and counters."""
 
@@ -128,7 +116,7 @@ class _Stream:
         # the drops): the loop polls it, woken by the source on each frame. Files and other sources are read
         # ahead on the stream's reader thread into a small queue.
         self.polled = self.is_live and isinstance(source, LiveSource)
-        self.inq: queue.Queue[_Decoded | _End] = queue.Queue(maxsize=4)
+        self.inq: queue.Queue[Decoded | End] = queue.Queue(maxsize=4)
         self.ready_ns = time.perf_counter_ns()  # when the model was last free for this stream (a live frame's wait)
         self.state = "starting"
         self.error: str | None = None
@@ -140,7 +128,7 @@ class _Stream:
         self.writer_stop: str | None = None  # a sink raised StopPipeline
         self.reanchor: FirstMask | None = None
         self.job: Future[StepResult] | None = None  # the step in flight on the worker pool (at most one)
-        self.job_item: _Decoded | None = None
+        self.job_item: Decoded | None = None
         self.job_silent = False  # a resumed file's frames up to its checkpoint: stepped again, not emitted
         self.lock = threading.Lock()
         self._on_frame = on_frame
@@ -151,7 +139,7 @@ class _Stream:
 
     # -- reader thread ---------------------------------------------------------------------------------------
     def _read_loop(self) -> None:
-        end = _End()
+        end = End()
         it: Iterator[Frame] | None = None
         try:
             it = iter(self.source)
@@ -175,9 +163,9 @@ class _Stream:
                 st = self._source_stats()
                 self.reconnects, self.source_dropped = st["reconnects"], st["dropped"]
                 captured = time.time() if frame.captured_s is None else float(frame.captured_s)
-                self._offer(_Decoded(frame, captured, decode_ms, st["dropped"]))
+                self._offer(Decoded(frame, captured, decode_ms, st["dropped"]))
         except BaseException as err:  # reported as this stream's error; the other streams go on
-            end = _End(error=err)
+            end = End(error=err)
         finally:
             close = getattr(it, "close", None)
             if close is not None:
@@ -194,18 +182,12 @@ class _Stream:
             return {"dropped": self.source_dropped, "reconnects": self.reconnects}
         return {"dropped": int(s.get("dropped", 0)), "reconnects": int(s.get("reconnects", 0))}
 
-    def _offer(self, item: _Decoded | _End) -> None:
-        while True:
-            if self.stop_reader.is_set() and isinstance(item, _Decoded):
-                return
-            try:
-                self.inq.put(item, timeout=0.05)
-                break
-            except queue.Full:
-                continue
-        self._on_frame()
+    def _offer(self, item: Decoded | End) -> None:
+        # The end is always delivered (`finish` drains the queue meanwhile); frames stop with the reader.
+        if put_while(self.inq, item, lambda: isinstance(item, End) or not self.stop_reader.is_set(), 0.05):
+            self._on_frame()
 
-    def take(self) -> _Decoded | _End | None:
+    def take(self) -> Decoded | End | None:
         """The stream's next frame for the model, or None when none is ready (never blocks)."""
         if not self.polled:
             try:
@@ -215,16 +197,16 @@ class _Stream:
         try:
             frame = cast(LiveSource, self.source).poll()
         except StopIteration:
-            return _End()
+            return End()
         except BaseException as err:  # the camera was lost for good: this stream's error
-            return _End(error=err)
+            return End(error=err)
         if frame is None:
             return None
         wait_ms = (time.perf_counter_ns() - self.ready_ns) / 1e6
         st = self._source_stats()
         self.reconnects, self.source_dropped = st["reconnects"], st["dropped"]
         captured = time.time() if frame.captured_s is None else float(frame.captured_s)
-        return _Decoded(frame, captured, wait_ms, st["dropped"])
+        return Decoded(frame, captured, wait_ms, st["dropped"])
 
     # -- writer --------------------------------------------------------------------------------------------------
     def open_sinks(self) -> None:
@@ -648,7 +630,7 @@ class MultiTracker:
                 if item is None:
                     continue
                 progressed = True
-                if isinstance(item, _End):
+                if isinstance(item, End):
                     self._end(rec, item.error, "done")
                     continue
                 try:
@@ -658,7 +640,7 @@ class MultiTracker:
             if not progressed:
                 self._wake.wait(self.poll_s)
 
-    def _submit(self, rec: _Stream, item: _Decoded, settings: _IntraOpThreads) -> None:
+    def _submit(self, rec: _Stream, item: Decoded, settings: _IntraOpThreads) -> None:
         """Resolve the frame's prompt here (prompts may be callables; backends are built here), then hand the
         stream's step to the pool."""
         frame = item.frame
@@ -701,7 +683,7 @@ class MultiTracker:
     def _collect(self, rec: _Stream) -> SegmentedFrame | None:
         """The stream's finished step as its next frame (None: a silent re-anchor, or the step failed and the
         stream ended)."""
-        job, item, silent = cast("Future[StepResult]", rec.job), cast(_Decoded, rec.job_item), rec.job_silent
+        job, item, silent = cast("Future[StepResult]", rec.job), cast(Decoded, rec.job_item), rec.job_silent
         rec.ready_ns = time.perf_counter_ns()  # the model is free for this stream again
         rec.job = rec.job_item = None
         try:

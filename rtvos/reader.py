@@ -14,13 +14,28 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 from .io.base import Frame, FrameSource
 from .stats import Timer
 
-__all__ = ["Decoded", "End", "Reader"]
+__all__ = ["Decoded", "End", "Reader", "put_while"]
+
+T = TypeVar("T")
 
 log = logging.getLogger("rtvos")
+
+
+def put_while(q: queue.Queue[T], item: T, go_on: Callable[[], bool], poll_s: float) -> bool:
+    """Put ``item`` into the bounded queue ``q``, waiting for room in steps of ``poll_s`` while ``go_on()`` holds
+    (a stop, an error), so no thread blocks for good on a consumer that has gone; True once it is in."""
+    while go_on():
+        try:
+            q.put(item, timeout=poll_s)
+            return True
+        except queue.Full:
+            continue
+    return False
 
 
 @dataclass
@@ -151,13 +166,8 @@ class Reader:
             self._offer(end)
 
     def _offer(self, item: Decoded | End) -> None:
-        while not self._stop.is_set():
-            try:
-                self.queue.put(item, timeout=self.poll_s)
-            except queue.Full:
-                continue
+        if put_while(self.queue, item, lambda: not self._stop.is_set(), self.poll_s):
             self.peak = max(self.peak, self.queue.qsize())
-            return
 
     @staticmethod
     def _close_iterator(it: Iterator[Frame]) -> None:

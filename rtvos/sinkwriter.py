@@ -17,6 +17,7 @@ from typing import Any
 
 from .common import stage_order
 from .io.sinks import SegmentedFrame, Sink, StopPipeline, StreamInfo, close_sinks
+from .reader import put_while
 from .stats import Reservoir
 
 __all__ = ["RunStats", "SinkWriter"]
@@ -172,13 +173,8 @@ class SinkWriter:
         if not self.threaded:
             self._write(item)
             return
-        while self.error is None:
-            try:
-                self.queue.put(item, timeout=self.poll_s)
-            except queue.Full:
-                continue
+        if put_while(self.queue, item, lambda: self.error is None, self.poll_s):
             self.peak = max(self.peak, self.queue.qsize())
-            return
 
     def finish(self) -> None:
         """Write what is queued (all of it, unless :attr:`hurry` is set), then close every sink."""
@@ -188,12 +184,7 @@ class SinkWriter:
         if self._thread.ident is None:
             self._close()
             return
-        while self._thread.is_alive():
-            try:
-                self.queue.put(None, timeout=self.poll_s)
-                break
-            except queue.Full:
-                continue
+        put_while(self.queue, None, self._thread.is_alive, self.poll_s)  # the end mark, unless it has died
         self._thread.join()
 
     # -- internals ---------------------------------------------------------------------------------------------
